@@ -1,0 +1,105 @@
+"""The ``gridbid`` command line.
+
+Each sub-command is a thin shell over a package: it parses options, sets up logging,
+calls the package's public API and prints a short result. No domain logic lives here.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gridbid import __version__
+from gridbid.logs import setup_logging
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="gridbid",
+    help="Decentralised, market-based voltage control of distribution grids.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+admin_app = typer.Typer(help="Operator commands for the coordinator service.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"gridbid {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
+) -> None:
+    """gridbid: agents bid flexibility in a local market to keep a feeder's voltages in band."""
+    setup_logging(verbose=verbose, quiet=quiet)
+
+
+def _not_implemented(what: str) -> None:
+    typer.echo(f"gridbid {what}: not implemented yet", err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    scenario: Annotated[str | None, typer.Option(help="Named scenario in the file.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+) -> None:
+    """Simulate a scenario: agents self-optimise and bid; write results and a report."""
+    _not_implemented("run")
+
+
+@app.command()
+def compare(
+    config: Annotated[Path, typer.Argument(help="Comparison YAML file.")],
+) -> None:
+    """Run a scenario under several market rules and seeds; compare them side by side."""
+    _not_implemented("compare")
+
+
+@app.command()
+def serve(
+    db: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Run the coordinator service that real building controllers connect to."""
+    _not_implemented("serve")
+
+
+@admin_app.command("create-participant")
+def create_participant(
+    name: Annotated[str, typer.Argument(help="Participant id.")],
+    role: Annotated[str, typer.Option(help="prosumer | dso | operator | observer")] = "prosumer",
+) -> None:
+    """Create a participant and print its API key once."""
+    _not_implemented("admin create-participant")
+
+
+@app.command()
+def agent(
+    config: Annotated[Path, typer.Option(help="Agent YAML file.")],
+    url: Annotated[str, typer.Option(help="Coordinator URL.")],
+    key: Annotated[str, typer.Option(help="API key.")],
+) -> None:
+    """Run one building, storage or heating-plant agent against a live coordinator."""
+    _not_implemented("agent")
+
+
+@app.command("pilot-demo")
+def pilot_demo() -> None:
+    """Start a coordinator and the Idrija agents on loopback for one accelerated day."""
+    _not_implemented("pilot-demo")

@@ -1,0 +1,3 @@
+"""The coordinator service: HTTP API, database, auth, market scheduler, agent client."""
+
+__all__: list[str] = []
