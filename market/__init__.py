@@ -1,3 +1,40 @@
-"""The local flexibility market: messages, order book, clearing rules, settlement."""
+"""The local flexibility market: messages, order book, clearing rules, settlement.
 
-__all__: list[str] = []
+Sign convention (the one place it is written): **positive power is consumption at a bus**
+(load convention), in kW and kvar. Flexibility is a deviation from the seller's own
+baseline in a :class:`~market.messages.Direction`:
+
+* ``up`` = more injection / less consumption: an ``up`` award of ``p_kw`` *lowers* the
+  seller's consumption by ``p_kw`` (delivered = baseline - metered);
+* ``down`` = less injection / more consumption: a ``down`` award of ``p_kw`` *raises* it
+  by ``p_kw`` (delivered = metered - baseline).
+
+Quantities in messages (``p_kw``, ``q_kvar``) are therefore non-negative magnitudes; the
+direction carries the sign. Prices are in EUR per kWh (kvarh) of energy: an award of
+``p_kw`` over ``duration_h`` hours costs ``p_kw * duration_h * price_eur_per_kwh``.
+Times are UTC-aware datetimes; intervals are ``[t_start, t_end)``.
+"""
+
+from market.messages import (
+    Award,
+    Bid,
+    ClearingResult,
+    Direction,
+    FlexRequest,
+    SettlementLine,
+    SettlementReport,
+)
+from market.slots import MarketConfig, check_aligned, is_aligned
+
+__all__ = [
+    "Award",
+    "Bid",
+    "ClearingResult",
+    "Direction",
+    "FlexRequest",
+    "MarketConfig",
+    "SettlementLine",
+    "SettlementReport",
+    "check_aligned",
+    "is_aligned",
+]
