@@ -1,0 +1,262 @@
+"""Accepting bids and flexibility requests: checks, idempotency and durability.
+
+A bid is identified by ``(participant, bid_id, version)``. The same body again returns the
+stored answer unchanged; a different body under the same id and version is a conflict (409);
+a higher version replaces the lower ones until gate closure; a lower version is stale (409).
+The acceptance check and the insert run in one write transaction that holds the round row
+(``SELECT ... FOR SHARE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so a bid either
+commits before the round's clearing reads the book or is refused after it. Nothing is stored
+unless every check passes, and the answer is sent only after the commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from market import Bid as MarketBid
+from market import FlexRequest as MarketFlexRequest
+from market import MarketConfig, check_aligned
+from service.auth import Principal
+from service.config import ServiceConfig
+from service.db import Database
+from service.models import Asset, Bid, FlexRequest, Round
+from service.problems import FieldError, ProblemError
+from service.rounds import OPEN
+
+__all__ = ["Accepted", "accept_bid", "accept_request", "body_hash"]
+
+_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A stored row and whether this call stored it (``False``: replayed earlier answer)."""
+
+    row: Any
+    created: bool
+
+
+def body_hash(body: dict[str, Any]) -> str:
+    """SHA-256 of a body's canonical JSON (sorted keys, no whitespace)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def accept_bid(
+    db: Database, config: ServiceConfig, principal: Principal, bid: MarketBid, now: datetime
+) -> Accepted:
+    """Store a prosumer's bid version, or refuse it with a problem naming the field.
+
+    Raises:
+        ProblemError: 404 unknown/foreign asset, 409 replay conflict / stale version / gate
+            closed, 422 seller, bus, rating, interval or slot problems.
+    """
+    _check_interval(bid, config)
+    if bid.seller_id != principal.id:
+        raise ProblemError.field(
+            422, "Invalid bid", "seller_id", "must be your own participant id", bid.seller_id
+        )
+    body = bid.model_dump(mode="json")
+    digest = body_hash(body)
+    for attempt in range(_RETRIES):
+        try:
+            async with db.write() as session:
+                return await _accept_bid(session, config, principal, bid, body, digest, now)
+        except IntegrityError:
+            if attempt == _RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _accept_bid(
+    session: AsyncSession,
+    config: ServiceConfig,
+    principal: Principal,
+    bid: MarketBid,
+    body: dict[str, Any],
+    digest: str,
+    now: datetime,
+) -> Accepted:
+    versions = (
+        await session.scalars(
+            select(Bid).where(Bid.participant_id == principal.id, Bid.bid_id == bid.bid_id)
+        )
+    ).all()
+    for row in versions:
+        if row.version == bid.version:
+            if row.body_hash == digest:
+                return Accepted(row, created=False)
+            raise ProblemError.field(
+                409,
+                "Bid id reused",
+                "version",
+                f"bid {bid.bid_id!r} version {bid.version} was accepted with a different body; "
+                "send a higher version to replace it",
+                bid.version,
+            )
+    asset = await session.get(Asset, bid.asset_id)
+    if asset is None or asset.participant_id != principal.id:
+        raise ProblemError.field(
+            404, "Unknown asset", "asset_id", "no such asset registered to you", bid.asset_id
+        )
+    if bid.bus != asset.bus:
+        raise ProblemError.field(
+            422,
+            "Invalid bid",
+            "bus",
+            f"asset {asset.id!r} is registered at bus {asset.bus}",
+            bid.bus,
+        )
+    for field in ("p_kw", "q_kvar"):
+        value = getattr(bid, field)
+        if value > asset.p_max_kw:
+            raise ProblemError.field(
+                422,
+                "Invalid bid",
+                field,
+                f"exceeds the asset's rating of {asset.p_max_kw} kW",
+                value,
+            )
+    latest = max(versions, key=lambda r: r.version, default=None)
+    if latest is not None and bid.version < latest.version:
+        raise ProblemError.field(
+            409,
+            "Stale bid version",
+            "version",
+            f"version {latest.version} is already accepted",
+            bid.version,
+        )
+    rnd = await _open_round(session, bid.t_start, now, "bid")
+    if latest is not None and latest.round_id != rnd.id:
+        raise ProblemError.field(
+            409,
+            "Bid id reused",
+            "t_start",
+            "a new version must keep its slot",
+            bid.t_start.isoformat(),
+        )
+    row = Bid(
+        participant_id=principal.id,
+        bid_id=bid.bid_id,
+        version=bid.version,
+        round_id=rnd.id,
+        asset_id=asset.id,
+        body=body,
+        body_hash=digest,
+        created_at=now,
+    )
+    session.add(row)
+    await session.flush()
+    return Accepted(row, created=True)
+
+
+async def accept_request(
+    db: Database,
+    config: ServiceConfig,
+    principal: Principal,
+    request: MarketFlexRequest,
+    now: datetime,
+) -> Accepted:
+    """Store a DSO's flexibility request (idempotent by ``request_id``, never replaced).
+
+    Raises:
+        ProblemError: 409 replay conflict / gate closed, 422 buyer, interval or slot problems.
+    """
+    _check_interval(request, config)
+    if request.buyer_id != principal.id:
+        raise ProblemError.field(
+            422, "Invalid request", "buyer_id", "must be your own participant id", request.buyer_id
+        )
+    body = request.model_dump(mode="json")
+    digest = body_hash(body)
+    for attempt in range(_RETRIES):
+        try:
+            async with db.write() as session:
+                existing = await session.scalar(
+                    select(FlexRequest).where(
+                        FlexRequest.participant_id == principal.id,
+                        FlexRequest.request_id == request.request_id,
+                    )
+                )
+                if existing is not None:
+                    if existing.body_hash == digest:
+                        return Accepted(existing, created=False)
+                    raise ProblemError.field(
+                        409,
+                        "Request id reused",
+                        "request_id",
+                        "was accepted with a different body",
+                        request.request_id,
+                    )
+                rnd = await _open_round(session, request.t_start, now, "request")
+                row = FlexRequest(
+                    participant_id=principal.id,
+                    request_id=request.request_id,
+                    round_id=rnd.id,
+                    body=body,
+                    body_hash=digest,
+                    created_at=now,
+                )
+                session.add(row)
+                await session.flush()
+                return Accepted(row, created=True)
+        except IntegrityError:
+            if attempt == _RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _check_interval(message: MarketBid | MarketFlexRequest, config: ServiceConfig) -> None:
+    """The interval must be exactly one market slot."""
+    try:
+        check_aligned(message, MarketConfig(slot_minutes=config.slot_minutes))
+    except ValidationError as exc:
+        errors = [
+            FieldError(
+                field=".".join(map(str, e["loc"])), message=e["msg"], value=str(e.get("input"))
+            )
+            for e in exc.errors()
+        ]
+        raise ProblemError(422, "Not on market slots", errors[0].message, errors) from exc
+    if message.t_end - message.t_start != config.slot:
+        raise ProblemError.field(
+            422,
+            "Not one slot",
+            "t_end",
+            f"the interval must be exactly {config.slot_minutes} minutes",
+            message.t_end.isoformat(),
+        )
+
+
+async def _open_round(session: AsyncSession, t_start: datetime, now: datetime, what: str) -> Round:
+    """The round for ``t_start``, locked for share, if it accepts input at ``now``."""
+    rnd = await session.scalar(
+        select(Round).where(Round.slot_start == t_start).with_for_update(read=True)
+    )
+    if rnd is None:
+        raise ProblemError.field(
+            422,
+            "No open round",
+            "t_start",
+            f"no market round is open for this slot; {what}s are accepted "
+            "for the rounds listed at /v1/rounds",
+            t_start.isoformat(),
+        )
+    if rnd.status != OPEN or now >= rnd.gate_closure:
+        raise ProblemError.field(
+            409,
+            "Gate closed",
+            "t_start",
+            f"round {rnd.id} closed at {rnd.gate_closure.isoformat()}",
+            t_start.isoformat(),
+        )
+    return rnd

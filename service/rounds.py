@@ -1,0 +1,157 @@
+"""Market rounds: opening one per slot, and clearing each exactly once.
+
+A round for slot ``[s, s + slot)`` opens ``open_ahead_slots`` ahead and closes at
+``s - gate_lead``. Clearing runs in one transaction that locks the round row, reads every
+request and the latest version of every bid, calls the market rule, and writes the
+``clearings`` row (primary key ``round_id``), the awards and the new status together: a
+crash before the commit leaves the round open to be cleared after restart; a crash after
+leaves it cleared. A second clearing cannot commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from market import Bid as MarketBid
+from market import FlexRequest as MarketFlexRequest
+from service import failpoints
+from service.config import ServiceConfig
+from service.db import Database
+from service.market_ops import latest_versions, run_clearing
+from service.models import Alert, Award, Bid, Clearing, FlexRequest, Round
+from service.slots import floor_slot
+
+__all__ = ["OPEN", "clear_round", "due_for_clearing", "ensure_rounds"]
+
+log = logging.getLogger(__name__)
+
+OPEN, CLEARED, SETTLED, FAILED = "open", "cleared", "settled", "failed"
+
+
+async def ensure_rounds(db: Database, config: ServiceConfig, now: datetime) -> int:
+    """Open the rounds of the next ``open_ahead_slots`` slots whose gate is still ahead.
+
+    Safe to call concurrently or after a restart: ``rounds.slot_start`` is unique.
+
+    Returns:
+        How many rounds were opened.
+    """
+    first = floor_slot(now, config.slot) + config.slot
+    wanted = [first + i * config.slot for i in range(config.open_ahead_slots)]
+    wanted = [s for s in wanted if s - config.gate_lead > now]
+    async with db.read() as session:
+        have = set(
+            await session.scalars(select(Round.slot_start).where(Round.slot_start.in_(wanted)))
+        )
+    opened = 0
+    for slot_start in wanted:
+        if slot_start in have:
+            continue
+        try:
+            async with db.write() as session:
+                session.add(
+                    Round(
+                        slot_start=slot_start,
+                        slot_end=slot_start + config.slot,
+                        gate_closure=slot_start - config.gate_lead,
+                        rule=config.rule,
+                        status=OPEN,
+                        opened_at=now,
+                    )
+                )
+            opened += 1
+        except IntegrityError:
+            log.debug("round for %s already opened elsewhere", slot_start)
+    return opened
+
+
+async def due_for_clearing(db: Database, now: datetime) -> list[int]:
+    """Ids of open rounds whose gate has closed, oldest first."""
+    async with db.read() as session:
+        rows = await session.scalars(
+            select(Round.id)
+            .where(Round.status == OPEN, Round.gate_closure <= now)
+            .order_by(Round.slot_start)
+        )
+        return list(rows)
+
+
+async def clear_round(db: Database, config: ServiceConfig, round_id: int, now: datetime) -> bool:
+    """Clear one round whose gate has closed, exactly once.
+
+    Returns:
+        ``True`` if this call cleared it, ``False`` if it was not due or already cleared.
+    """
+    try:
+        async with db.write() as session:
+            rnd = await session.scalar(select(Round).where(Round.id == round_id).with_for_update())
+            if rnd is None or rnd.status != OPEN or rnd.gate_closure > now:
+                return False
+            request_rows = (
+                await session.scalars(
+                    select(FlexRequest)
+                    .where(FlexRequest.round_id == round_id)
+                    .order_by(FlexRequest.pk)
+                )
+            ).all()
+            bid_rows = (await session.scalars(select(Bid).where(Bid.round_id == round_id))).all()
+            requests = [MarketFlexRequest.model_validate(r.body) for r in request_rows]
+            bids = latest_versions([MarketBid.model_validate(b.body) for b in bid_rows])
+            try:
+                result = run_clearing(rnd.rule, requests, bids, config.rule_params)
+            except Exception as exc:  # a failing rule must not stop the scheduler
+                log.exception("clearing round %s with rule %s failed", round_id, rnd.rule)
+                rnd.status = FAILED
+                session.add(
+                    Alert(
+                        participant_id=None,
+                        kind="clearing_failed",
+                        subject=f"round-{round_id}",
+                        slot_start=rnd.slot_start,
+                        detail=f"{type(exc).__name__}: {exc}"[:2000],
+                        created_at=now,
+                    )
+                )
+                return False
+            session.add(
+                Clearing(
+                    round_id=round_id,
+                    rule=rnd.rule,
+                    result=result.model_dump(mode="json"),
+                    n_bids=len(bids),
+                    n_requests=len(requests),
+                    cleared_at=now,
+                )
+            )
+            await session.flush()
+            for seq, award in enumerate(result.awards):
+                session.add(
+                    Award(
+                        round_id=round_id,
+                        seq=seq,
+                        participant_id=award.seller_id,
+                        buyer_id=award.buyer_id,
+                        bid_id=award.bid_id,
+                        asset_id=award.asset_id,
+                        body=award.model_dump(mode="json"),
+                    )
+                )
+            rnd.status = CLEARED
+            await session.flush()
+            failpoints.hit("before_clearing_commit")
+    except IntegrityError:
+        log.info("round %s was cleared by someone else", round_id)
+        return False
+    failpoints.hit("after_clearing_commit")
+    log.info(
+        "cleared round %s: %d bids, %d requests, %d awards",
+        round_id,
+        len(bids),
+        len(requests),
+        len(result.awards),
+    )
+    return True

@@ -1,0 +1,158 @@
+"""Settlement of cleared rounds, and the alerts that delivery and metering raise.
+
+A cleared round is settled once its slot has ended plus ``settle_after_minutes`` (time for
+the meters to report). Each award is settled by the market's settlement against the asset's
+metered power and its declared baseline; an asset with no reading counts as not having
+deviated from its baseline (nothing delivered). ``settlement_runs.round_id`` makes a second
+settlement impossible. Alerts: ``non_delivery`` for an award settled ``under`` (or unmetered),
+``stale_meter`` when an asset has sent no reading for ``stale_meter_slots`` slots.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from market import Award as MarketAward
+from service.config import ServiceConfig
+from service.db import Database
+from service.market_ops import run_settlement
+from service.meter import add_alert
+from service.models import Asset, Award, MeterReading, Round, SettlementLine, SettlementRun
+from service.rounds import CLEARED, SETTLED
+from service.slots import floor_slot
+
+__all__ = ["check_stale_meters", "due_for_settlement", "settle_round"]
+
+log = logging.getLogger(__name__)
+
+
+async def due_for_settlement(db: Database, config: ServiceConfig, now: datetime) -> list[int]:
+    """Ids of cleared rounds whose slot ended at least ``settle_after_minutes`` ago."""
+    cutoff = now - timedelta(minutes=config.settle_after_minutes)
+    async with db.read() as session:
+        rows = await session.scalars(
+            select(Round.id)
+            .where(Round.status == CLEARED, Round.slot_end <= cutoff)
+            .order_by(Round.slot_start)
+        )
+        return list(rows)
+
+
+async def settle_round(db: Database, config: ServiceConfig, round_id: int, now: datetime) -> bool:
+    """Settle one cleared round exactly once; return whether this call settled it."""
+    try:
+        async with db.write() as session:
+            rnd = await session.scalar(select(Round).where(Round.id == round_id).with_for_update())
+            if rnd is None or rnd.status != CLEARED:
+                return False
+            award_rows = (
+                await session.scalars(
+                    select(Award).where(Award.round_id == round_id).order_by(Award.seq)
+                )
+            ).all()
+            awards = [MarketAward.model_validate(a.body) for a in award_rows]
+            assets = sorted({a.asset_id for a in awards})
+            readings = {
+                r.asset_id: r
+                for r in await session.scalars(
+                    select(MeterReading).where(
+                        MeterReading.asset_id.in_(assets),
+                        MeterReading.slot_start == rnd.slot_start,
+                    )
+                )
+            }
+            metered = {a: r.p_kw for a, r in readings.items()}
+            baseline = {
+                a: (r.baseline_p_kw if r.baseline_p_kw is not None else r.p_kw)
+                for a, r in readings.items()
+            }
+            report = run_settlement(awards, metered, baseline, config)
+            session.add(SettlementRun(round_id=round_id, settled_at=now))
+            await session.flush()
+            for seq, line in enumerate(report.lines):
+                session.add(
+                    SettlementLine(
+                        round_id=round_id,
+                        seq=seq,
+                        participant_id=line.seller_id,
+                        buyer_id=line.buyer_id,
+                        body=line.model_dump(mode="json"),
+                    )
+                )
+                unmetered = line.asset_id not in readings
+                if line.flag == "under" or unmetered:
+                    reason = (
+                        "no meter reading"
+                        if unmetered
+                        else (f"delivered {line.delivered_p_kw:.3f} of {line.awarded_p_kw:.3f} kW")
+                    )
+                    await add_alert(
+                        session,
+                        kind="non_delivery",
+                        subject=f"{line.seller_id}/{line.bid_id}",
+                        slot_start=rnd.slot_start,
+                        participant_id=line.seller_id,
+                        now=now,
+                        detail=f"award for bid {line.bid_id} on asset {line.asset_id}: {reason}",
+                    )
+            rnd.status = SETTLED
+    except IntegrityError:
+        log.info("round %s was settled by someone else", round_id)
+        return False
+    return True
+
+
+async def check_stale_meters(db: Database, config: ServiceConfig, now: datetime) -> int:
+    """Alert once per episode for assets without a reading for ``stale_meter_slots`` slots.
+
+    The last complete slot is the one before the current; an asset is stale when the slots
+    since its last reading (or since it was registered) reach the threshold. The alert's
+    slot is the first slot of the gap plus the threshold, so an episode alerts once.
+
+    Returns:
+        How many new alerts were raised.
+    """
+    last_complete = floor_slot(now, config.slot) - config.slot
+    async with db.read() as session:
+        rows = (
+            await session.execute(
+                select(
+                    Asset.id,
+                    Asset.participant_id,
+                    Asset.created_at,
+                    func.max(MeterReading.slot_start),
+                )
+                .outerjoin(MeterReading, MeterReading.asset_id == Asset.id)
+                .group_by(Asset.id, Asset.participant_id, Asset.created_at)
+            )
+        ).all()
+    stale: list[tuple[str, str, datetime, datetime | None]] = []
+    for asset_id, owner, created_at, last in rows:
+        first_expected = (
+            last + config.slot
+            if last is not None
+            else (floor_slot(created_at, config.slot) + config.slot)
+        )
+        alert_slot = first_expected + (config.stale_meter_slots - 1) * config.slot
+        if alert_slot <= last_complete:
+            stale.append((asset_id, owner, alert_slot, last))
+    if not stale:
+        return 0
+    raised = 0
+    async with db.write() as session:
+        for asset_id, owner, alert_slot, last in stale:
+            since = last.isoformat() if last is not None else "never"
+            raised += await add_alert(
+                session,
+                kind="stale_meter",
+                subject=asset_id,
+                slot_start=alert_slot,
+                participant_id=owner,
+                now=now,
+                detail=f"no reading for {config.stale_meter_slots} slots (last: {since})",
+            )
+    return raised
