@@ -15,6 +15,8 @@ direction carries the sign. Prices are in EUR per kWh (kvarh) of energy: an awar
 Times are UTC-aware datetimes; intervals are ``[t_start, t_end)``.
 """
 
+from market import rules
+from market.book import OrderBook
 from market.messages import (
     Award,
     Bid,
@@ -24,17 +26,25 @@ from market.messages import (
     SettlementLine,
     SettlementReport,
 )
+from market.registry import ClearingRule, available_rules, clear, get_rule, register_rule
 from market.slots import MarketConfig, check_aligned, is_aligned
 
 __all__ = [
     "Award",
     "Bid",
     "ClearingResult",
+    "ClearingRule",
     "Direction",
     "FlexRequest",
     "MarketConfig",
+    "OrderBook",
     "SettlementLine",
     "SettlementReport",
+    "available_rules",
     "check_aligned",
+    "clear",
+    "get_rule",
     "is_aligned",
+    "register_rule",
+    "rules",
 ]

@@ -1,0 +1,259 @@
+"""``locational``: the cheapest set of bids that removes the voltage need, as an LP (HiGHS).
+
+Model (one LP over all requests of the call)::
+
+    minimise   sum_j c_j x_j + sum_r v_r u_r
+    subject to sum_j s_rj x_j + u_r >= dv_r      for every request r   (dual lambda_r >= 0)
+               0 <= x_j <= quantity_j,  u_r >= 0
+
+* ``x_j`` is the P (kW) or Q (kvar) part of an eligible bid row (same direction, interval
+  covering the request's); P and Q parts are separate columns competing in the same rows.
+  A row's quantity is shared by all requests: a kW at bus b helps every request with a
+  sensitivity at b, by that sensitivity.
+* ``s_rj`` is the request's ``sensitivity_pu_per_kw`` (or ``..._per_kvar``) at the row's
+  bus; a request with both maps empty counts kW at its own bus one-for-one (s = 1).
+* ``dv_r`` is ``dv_required_pu``; when that is 0 it is ``p_kw x s_ref`` (the kW need
+  converted with the reference sensitivity).
+* ``u_r`` is the unserved need, priced at the buyer's value ``v_r = max_price_eur_per_kwh /
+  s_ref``: the request's cap translated to EUR per pu. ``s_ref`` is the kW sensitivity at
+  the request's bus if positive, else its largest positive sensitivity. A bid is bought
+  only if it removes need more cheaply than the buyer values it.
+* ``c_j`` is the ask, plus a perturbation below ``1e-6 x (1 + max ask)`` that grows with
+  the merit rank, so among otherwise equal bids the earlier row wins (the tie-break rule).
+
+Prices are the duals: the locational price at bus b is ``pi_b = sum_r lambda_r s_rb``, in
+EUR/kWh (EUR/kvarh with kvar sensitivities). An accepted row is paid ``max(ask, pi_b)``;
+at the optimum ``pi_b >= ask`` for every accepted row up to solver tolerance, so the max
+only removes round-off (and makes indivisible rows whole, see below). Since ``lambda_r <=
+v_r``, ``pi_b <= sum_r v_r max(s_rb, 0)``: the buyers' caps translated to bus b.
+``prices[request_id]`` is ``lambda_r x s_ref`` (the price of a kW at the reference bus).
+An award is attributed to the request contributing most to its row's price (ties: request
+order; if no dual is positive, the request with the largest sensitivity).
+
+Minimum fractions: if at most ``mip_max_indivisible`` columns have a minimum, their
+columns are semi-continuous (0 or between minimum and quantity) and HiGHS solves the MIP
+to ``mip_rel_gap``; then the on/off decisions are fixed and the LP is solved again for
+duals. Above that number, the LP relaxation is repaired deterministically: every column
+stuck between 0 and its minimum is switched on (bounds ``[minimum, quantity]``) if it is
+at least half its minimum, else off, and the LP is solved again, until none is stuck. A
+switched-on row accepted at its minimum may be paid its ask above the dual (make-whole).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import highspy
+import numpy as np
+
+from market.book import OrderBook
+from market.messages import ClearingResult, FlexRequest
+from market.registry import register_rule
+from market.rules._common import (
+    FloatArray,
+    IntArray,
+    RuleParams,
+    assemble_awards,
+    lookup_sensitivity,
+    parse_params,
+    sorted_requests,
+)
+from market.rules._sensitivity import SensitivityMatrix, build_sensitivity_matrix
+
+__all__ = ["LocationalParams", "locational"]
+
+_TOLERANCE = 1e-9
+
+
+class LocationalParams(RuleParams):
+    """Parameters of the ``locational`` rule.
+
+    Attributes:
+        solver: HiGHS solver for the LP: ``"simplex"`` (default, exact duals) or ``"ipm"``.
+        mip_max_indivisible: Up to this many columns with a minimum quantity, solve a MIP;
+            above, use the LP relaxation with the deterministic repair.
+        mip_rel_gap: Relative optimality gap at which the MIP stops.
+        time_limit_s: Wall-clock limit per HiGHS call (a guard, not a tuning knob).
+    """
+
+    solver: Literal["simplex", "ipm"] = "simplex"
+    mip_max_indivisible: int = 50
+    mip_rel_gap: float = 1e-9
+    time_limit_s: float = 60.0
+
+
+def _new_highs(params: LocationalParams) -> highspy.Highs:
+    highs = highspy.Highs()
+    highs.setOptionValue("output_flag", False)
+    highs.setOptionValue("solver", params.solver)
+    highs.setOptionValue("mip_rel_gap", params.mip_rel_gap)
+    highs.setOptionValue("time_limit", params.time_limit_s)
+    highs.setOptionValue("random_seed", 0)
+    highs.setOptionValue("threads", 1)
+    return highs
+
+
+def _pass_lp(
+    highs: highspy.Highs,
+    matrix: SensitivityMatrix,
+    cost: FloatArray,
+    lower: FloatArray,
+    upper: FloatArray,
+    semicontinuous: np.ndarray | None,
+) -> None:
+    """Hand the LP (columns: bid parts, then one slack per request) to HiGHS."""
+    n_req = matrix.dv_pu.shape[0]
+    n_col = cost.shape[0] + n_req
+    lp = highspy.HighsLp()
+    lp.num_col_ = n_col
+    lp.num_row_ = n_req
+    lp.col_cost_ = np.concatenate([cost, matrix.value_eur_per_pu])
+    lp.col_lower_ = np.concatenate([lower, np.zeros(n_req)])
+    lp.col_upper_ = np.concatenate([upper, np.full(n_req, highspy.kHighsInf)])
+    lp.row_lower_ = matrix.dv_pu
+    lp.row_upper_ = np.full(n_req, highspy.kHighsInf)
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    slack_start = matrix.start[-1] + np.arange(1, n_req + 1)
+    lp.a_matrix_.start_ = np.concatenate([matrix.start, slack_start]).astype(np.int32)
+    lp.a_matrix_.index_ = np.concatenate([matrix.index, np.arange(n_req)]).astype(np.int32)
+    lp.a_matrix_.value_ = np.concatenate([matrix.value, np.ones(n_req)])
+    if semicontinuous is not None and semicontinuous.any():
+        kinds = [highspy.HighsVarType.kContinuous] * n_col
+        for j in np.flatnonzero(semicontinuous).tolist():
+            kinds[j] = highspy.HighsVarType.kSemiContinuous
+        lp.integrality_ = kinds
+    highs.passModel(lp)
+
+
+def _run(highs: highspy.Highs) -> None:
+    highs.run()
+    status = highs.getModelStatus()
+    if status != highspy.HighsModelStatus.kOptimal:
+        raise RuntimeError(f"locational: HiGHS ended with {highs.modelStatusToString(status)}")
+
+
+def _solve(
+    matrix: SensitivityMatrix, params: LocationalParams
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Solve, honouring minimum quantities; return (x, slack, lambda)."""
+    n_bid = matrix.column_rows.shape[0]
+    cost = matrix.ask + matrix.tie_break
+    lower = np.zeros(n_bid)
+    upper = matrix.quantity.copy()
+    has_min = matrix.minimum > _TOLERANCE
+    highs = _new_highs(params)
+    if has_min.any() and has_min.sum() <= params.mip_max_indivisible:
+        _pass_lp(highs, matrix, cost, matrix.minimum.copy(), upper, has_min)
+        _run(highs)
+        x = np.asarray(highs.getSolution().col_value)[:n_bid]
+        on = has_min & (x > _TOLERANCE)
+        lower = np.where(on, matrix.minimum, 0.0)
+        upper = np.where(has_min & ~on, 0.0, upper)
+        highs = _new_highs(params)
+        _pass_lp(highs, matrix, cost, lower, upper, None)
+        _run(highs)
+    else:
+        _pass_lp(highs, matrix, cost, lower, upper, None)
+        _run(highs)
+        while True:
+            x = np.asarray(highs.getSolution().col_value)[:n_bid]
+            stuck = has_min & (x > _TOLERANCE) & (x < matrix.minimum - 1e-7)
+            if not stuck.any():
+                break
+            on = stuck & (x >= 0.5 * matrix.minimum)
+            lower = np.where(on, matrix.minimum, lower)
+            upper = np.where(stuck & ~on, 0.0, upper)
+            has_min = has_min & ~stuck
+            cols = np.flatnonzero(stuck).astype(np.int32)
+            highs.changeColsBounds(cols.shape[0], cols, lower[cols], upper[cols])
+            _run(highs)
+    solution = highs.getSolution()
+    values = np.asarray(solution.col_value)
+    duals = np.maximum(np.asarray(solution.row_dual), 0.0)
+    x = np.clip(values[:n_bid], lower, upper)
+    x[x <= _TOLERANCE] = 0.0
+    return x, np.maximum(values[n_bid:], 0.0), duals
+
+
+@register_rule("locational")
+def locational(
+    requests: Sequence[FlexRequest], book: OrderBook, params: Mapping[str, Any]
+) -> ClearingResult:
+    """Cheapest bids that remove the voltage need; duals are locational prices (see module)."""
+    settings = parse_params(LocationalParams, params)
+    ordered = sorted_requests(requests)
+    matrix = build_sensitivity_matrix(ordered, book)
+    if matrix.dv_pu.shape[0] == 0 or matrix.column_rows.shape[0] == 0:
+        x = np.zeros(matrix.column_rows.shape[0])
+        slack, duals = matrix.dv_pu.copy(), np.zeros(matrix.dv_pu.shape[0])
+    else:
+        x, slack, duals = _solve(matrix, settings)
+    pi = matrix.column_price(duals)
+    accepted = np.flatnonzero(x > 0.0)
+    request_index = matrix.attribute(duals, accepted)
+    is_p = matrix.is_p[accepted]
+    rows = matrix.column_rows[accepted]
+    paid = np.maximum(matrix.ask[accepted], pi[accepted])
+    awards = assemble_awards(
+        ordered,
+        book,
+        request_index,
+        rows,
+        np.where(is_p, x[accepted], 0.0),
+        np.where(is_p, 0.0, x[accepted]),
+        np.where(is_p, paid, 0.0),
+        np.where(is_p, 0.0, paid),
+    )
+    return ClearingResult.model_construct(
+        rule="locational",
+        params=settings.model_dump(),
+        awards=awards,
+        **_reports(ordered, book, matrix, slack, duals),
+        rounds=1,
+        converged=True,
+    )
+
+
+def _reports(
+    ordered: Sequence[FlexRequest],
+    book: OrderBook,
+    matrix: SensitivityMatrix,
+    slack: FloatArray,
+    duals: FloatArray,
+) -> dict[str, Any]:
+    """Per-request prices and unserved need, and per-bus prices, from the LP solution."""
+    prices: dict[str, float] = {}
+    prices_q: dict[str, float] = {}
+    unserved_dv: dict[str, float] = {}
+    unserved_p: dict[str, float] = {}
+    for k, r in enumerate(matrix.request_index.tolist()):
+        request = ordered[r]
+        prices[request.request_id] = float(duals[k] * matrix.s_ref[k])
+        own_q = request.sensitivity_pu_per_kvar.get(request.bus, 0.0)
+        if own_q > 0.0:
+            prices_q[request.request_id] = float(duals[k] * own_q)
+        unserved_dv[request.request_id] = float(slack[k])
+        unserved_p[request.request_id] = float(min(slack[k] / matrix.s_ref[k], request.p_kw))
+    for request in ordered:
+        unserved_dv.setdefault(request.request_id, request.dv_required_pu)
+        unserved_p.setdefault(request.request_id, request.p_kw)
+    bus_prices = _bus_prices(book, matrix, duals)
+    return {
+        "prices": prices,
+        "prices_q": prices_q,
+        "bus_prices": bus_prices,
+        "unserved_p_kw": unserved_p,
+        "unserved_q_kvar": {},
+        "unserved_dv_pu": unserved_dv,
+    }
+
+
+def _bus_prices(book: OrderBook, matrix: SensitivityMatrix, duals: FloatArray) -> dict[int, float]:
+    """EUR/kWh at every bus that has a P column: ``sum_r lambda_r s_rb``."""
+    buses: IntArray = np.unique(book.bus[matrix.column_rows[matrix.is_p]])
+    total = np.zeros(buses.shape[0])
+    for k, r in enumerate(matrix.request_index.tolist()):
+        if duals[k] > 0.0:
+            total += duals[k] * lookup_sensitivity(matrix.kw_maps[r], buses)
+    return dict(zip(buses.tolist(), total.tolist(), strict=True))
