@@ -9,12 +9,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = ["BodySizeLimit"]
 
 
-class BodyTooLargeError(Exception):
-    """Raised inside ``receive`` once the streamed body passes the limit."""
-
-
 class BodySizeLimit:
     """Answer 413 (problem+json) if ``Content-Length`` or the streamed body exceeds the limit.
+
+    A streamed body that passes the limit gets the 413 at once; the app then sees the
+    client disconnect and whatever it answers is dropped.
 
     Args:
         app: the wrapped ASGI app.
@@ -39,28 +38,32 @@ class BodySizeLimit:
                     await self._refuse(send)
                     return
         received = 0
-        started = False
+        started = refused = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, started, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLargeError
+                    refused = True
+                    if not started:
+                        started = True
+                        await self._refuse(send)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLargeError:
-            if not started:
-                await self._refuse(send)
+        await self.app(scope, limited_receive, guarded_send)
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(

@@ -67,12 +67,12 @@ def _check_slot(t_start: datetime, config: ServiceConfig, now: datetime) -> None
             f"must start a {config.slot_minutes}-minute slot",
             t_start.isoformat(),
         )
-    if t_start >= now:
+    if t_start + config.slot > now:
         raise ProblemError.field(
             422,
             "Reading from the future",
             "t_start",
-            f"the slot has not started yet (now {now.isoformat()})",
+            f"the slot has not ended yet (now {now.isoformat()})",
             t_start.isoformat(),
         )
 

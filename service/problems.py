@@ -124,6 +124,10 @@ def check_wire(value: Any, prefix: str = "body") -> None:
 
 def _from_pydantic(err: dict[str, Any]) -> FieldError:
     loc = [str(part) for part in err.get("loc", ())]
+    if err.get("type") == "json_invalid":
+        reason = (err.get("ctx") or {}).get("error", "invalid JSON")
+        where = f" at character {loc[1]}" if len(loc) > 1 else ""
+        return FieldError(field="body", message=f"malformed JSON{where}: {reason}")
     return FieldError(
         field=".".join(loc) or "body",
         message=err.get("msg", "invalid"),

@@ -87,7 +87,8 @@ class Harness:
         """Create a participant directly (as the admin command does) and return it."""
         _, key = await create_participant(self.state.db, participant_id, role, self.clock.now())
         client = httpx.AsyncClient(
-            transport=self.transport, base_url="http://test",
+            transport=self.transport,
+            base_url="http://test",
             headers={"Authorization": f"Bearer {key}"},
         )
         party = Party(participant_id, role, key, client)
@@ -119,8 +120,13 @@ def service_config() -> ServiceConfig:
 async def harness(db_target: DbTarget, service_config: ServiceConfig) -> AsyncIterator[Harness]:
     """A started app (schema created, rounds opened by one tick) on a fresh database."""
     clock = ManualClock(START)
-    app = create_app(db_target.url, clock=clock, config=service_config,
-                     db_schema=db_target.schema, run_scheduler=False)
+    app = create_app(
+        db_target.url,
+        clock=clock,
+        config=service_config,
+        db_schema=db_target.schema,
+        run_scheduler=False,
+    )
     transport = httpx.ASGITransport(app=app)
     async with app.router.lifespan_context(app):
         anon = httpx.AsyncClient(transport=transport, base_url="http://test")

@@ -28,9 +28,15 @@ def bid_body(seller: str = "alice", **changes: Any) -> dict[str, Any]:
     asset, bus = {"alice": ("alice-bat", 3), "bob": ("bob-hp", 5)}.get(seller, ("x", 0))
     t0 = slot_start(1)
     body: dict[str, Any] = {
-        "bid_id": f"{seller}-b1", "seller_id": seller, "asset_id": asset, "bus": bus,
-        "direction": "up", "p_kw": 4.0, "price_eur_per_kwh": 0.2,
-        "t_start": t0.isoformat(), "t_end": (t0 + SLOT).isoformat(),
+        "bid_id": f"{seller}-b1",
+        "seller_id": seller,
+        "asset_id": asset,
+        "bus": bus,
+        "direction": "up",
+        "p_kw": 4.0,
+        "price_eur_per_kwh": 0.2,
+        "t_start": t0.isoformat(),
+        "t_end": (t0 + SLOT).isoformat(),
     }
     body.update(changes)
     return body
@@ -40,8 +46,15 @@ def request_body(**changes: Any) -> dict[str, Any]:
     """A valid DSO request for the next slot, as JSON."""
     t0 = slot_start(1)
     body: dict[str, Any] = {
-        "request_id": "req-1", "buyer_id": "dso", "bus": 3, "direction": "up", "p_kw": 5.0,
-        "max_price_eur_per_kwh": 0.5, "t_start": t0.isoformat(), "t_end": (t0 + SLOT).isoformat(),
+        "request_id": "req-1",
+        "buyer_id": "dso",
+        "bus": 3,
+        "direction": "up",
+        "p_kw": 5.0,
+        "max_price_eur_per_kwh": 0.5,
+        "sensitivity_pu_per_kw": {"3": 0.01, "5": 0.005},
+        "t_start": t0.isoformat(),
+        "t_end": (t0 + SLOT).isoformat(),
     }
     body.update(changes)
     return body

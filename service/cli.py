@@ -1,0 +1,99 @@
+"""Command-line entry points of the coordinator, as plain functions and a typer sub-app.
+
+``gridbid/cli.py`` wires these as ``gridbid serve``, ``gridbid admin create-participant`` and
+``gridbid pilot-demo``; ``python -m service.cli ...`` runs them directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from service.auth import Role
+from service.config import load_config
+from service.db import Database, default_sqlite_url
+from service.participants import create_participant as _create_participant
+from service.schemas import ParticipantIn
+
+__all__ = ["app", "create_participant", "pilot_demo", "serve"]
+
+DEFAULT_DB = default_sqlite_url("gridbid.sqlite")
+
+app = typer.Typer(
+    help="The gridbid coordinator service.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command("serve")
+def serve(
+    db: Annotated[
+        str | None, typer.Option(help="Database URL (default: ./gridbid.sqlite).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    config: Annotated[Path | None, typer.Option(help="Service config (YAML).")] = None,
+) -> None:
+    """Run the coordinator's HTTP API with uvicorn until interrupted."""
+    import uvicorn
+
+    from service.app import create_app
+
+    application = create_app(db or DEFAULT_DB, config=load_config(config))
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command("create-participant")
+def create_participant(
+    name: Annotated[str, typer.Argument(help="Participant id.")],
+    role: Annotated[str, typer.Option(help="prosumer | dso | operator | observer")] = "prosumer",
+    db: Annotated[
+        str | None, typer.Option(help="Database URL (default: ./gridbid.sqlite).")
+    ] = None,
+) -> str:
+    """Create a participant and print its API key, which is shown this once only."""
+    try:
+        admitted = ParticipantIn(id=name, role=role)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = ".".join(str(part) for part in err["loc"])
+            typer.echo(f"{field}: {err['msg']} (got {err.get('input')!r})", err=True)
+        raise typer.Exit(code=2) from None
+    key = asyncio.run(_admit(db or DEFAULT_DB, admitted.id, admitted.role))
+    typer.echo(key)
+    return key
+
+
+async def _admit(url: str, name: str, role: Role) -> str:
+    from service.clock import SystemClock
+    from service.problems import ProblemError
+
+    database = Database(url)
+    try:
+        await database.create_schema()
+        try:
+            _, key = await _create_participant(database, name, role, SystemClock().now())
+        except ProblemError as exc:
+            typer.echo(f"create-participant: {exc.detail}", err=True)
+            raise typer.Exit(code=1) from None
+        return key
+    finally:
+        await database.dispose()
+
+
+@app.command("pilot-demo")
+def pilot_demo() -> None:
+    """Start a coordinator and simulated agents on loopback for one accelerated day."""
+    from service.demo import run_demo
+
+    run_demo()
+
+
+if __name__ == "__main__":
+    app()
