@@ -27,6 +27,8 @@ from market.messages import (
     SettlementReport,
 )
 from market.registry import ClearingRule, available_rules, clear, get_rule, register_rule
+from market.rules import PriceResponder, TruthfulResponder
+from market.settlement import MeterReading, SettlementArrays, settle, settle_arrays
 from market.slots import MarketConfig, check_aligned, is_aligned
 
 __all__ = [
@@ -37,9 +39,13 @@ __all__ = [
     "Direction",
     "FlexRequest",
     "MarketConfig",
+    "MeterReading",
     "OrderBook",
+    "PriceResponder",
+    "SettlementArrays",
     "SettlementLine",
     "SettlementReport",
+    "TruthfulResponder",
     "available_rules",
     "check_aligned",
     "clear",
@@ -47,4 +53,6 @@ __all__ = [
     "is_aligned",
     "register_rule",
     "rules",
+    "settle",
+    "settle_arrays",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,12 @@ from market.book import OrderBook
 from market.messages import FlexRequest
 from market.rules._common import FloatArray, IntArray, eligible_rows, lookup_sensitivity
 
-__all__ = ["SensitivityMatrix", "build_sensitivity_matrix", "reference_sensitivity"]
+__all__ = [
+    "SensitivityMatrix",
+    "build_sensitivity_matrix",
+    "reference_sensitivity",
+    "sensitivity_reports",
+]
 
 _TIE_BREAK_SCALE = 1e-6
 
@@ -154,3 +160,48 @@ def build_sensitivity_matrix(ordered: Sequence[FlexRequest], book: OrderBook) ->
         index=tk,
         value=ts,
     )
+
+
+def sensitivity_reports(
+    ordered: Sequence[FlexRequest],
+    book: OrderBook,
+    matrix: SensitivityMatrix,
+    duals: FloatArray,
+    unserved_dv: FloatArray,
+) -> dict[str, Any]:
+    """Prices per request and bus, and the need left, from per-row duals and unserved pu.
+
+    ``prices[r] = lambda_r x s_ref`` (EUR/kWh at the reference bus); ``prices_q[r] =
+    lambda_r x`` the request's kvar sensitivity at its bus, when positive;
+    ``bus_prices[b] = sum_r lambda_r s_rb`` for every bus with a P column; the unserved kW
+    is the unserved pu over ``s_ref``, at most ``p_kw``. Requests without a matrix row
+    (nothing can help them, or nothing is needed) report their whole need as unserved.
+    """
+    prices: dict[str, float] = {}
+    prices_q: dict[str, float] = {}
+    unserved_dv_pu: dict[str, float] = {}
+    unserved_p: dict[str, float] = {}
+    for k, r in enumerate(matrix.request_index.tolist()):
+        request = ordered[r]
+        prices[request.request_id] = float(duals[k] * matrix.s_ref[k])
+        own_q = request.sensitivity_pu_per_kvar.get(request.bus, 0.0)
+        if own_q > 0.0:
+            prices_q[request.request_id] = float(duals[k] * own_q)
+        unserved_dv_pu[request.request_id] = float(unserved_dv[k])
+        unserved_p[request.request_id] = float(min(unserved_dv[k] / matrix.s_ref[k], request.p_kw))
+    for request in ordered:
+        unserved_dv_pu.setdefault(request.request_id, request.dv_required_pu)
+        unserved_p.setdefault(request.request_id, request.p_kw)
+    buses = np.unique(book.bus[matrix.column_rows[matrix.is_p]])
+    total = np.zeros(buses.shape[0])
+    for k, r in enumerate(matrix.request_index.tolist()):
+        if duals[k] > 0.0:
+            total += duals[k] * lookup_sensitivity(matrix.kw_maps[r], buses)
+    return {
+        "prices": prices,
+        "prices_q": prices_q,
+        "bus_prices": dict(zip(buses.tolist(), total.tolist(), strict=True)),
+        "unserved_p_kw": unserved_p,
+        "unserved_q_kvar": {},
+        "unserved_dv_pu": unserved_dv_pu,
+    }

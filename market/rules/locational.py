@@ -52,14 +52,16 @@ from market.messages import ClearingResult, FlexRequest
 from market.registry import register_rule
 from market.rules._common import (
     FloatArray,
-    IntArray,
     RuleParams,
     assemble_awards,
-    lookup_sensitivity,
     parse_params,
     sorted_requests,
 )
-from market.rules._sensitivity import SensitivityMatrix, build_sensitivity_matrix
+from market.rules._sensitivity import (
+    SensitivityMatrix,
+    build_sensitivity_matrix,
+    sensitivity_reports,
+)
 
 __all__ = ["LocationalParams", "locational"]
 
@@ -209,51 +211,7 @@ def locational(
         rule="locational",
         params=settings.model_dump(),
         awards=awards,
-        **_reports(ordered, book, matrix, slack, duals),
+        **sensitivity_reports(ordered, book, matrix, duals, slack),
         rounds=1,
         converged=True,
     )
-
-
-def _reports(
-    ordered: Sequence[FlexRequest],
-    book: OrderBook,
-    matrix: SensitivityMatrix,
-    slack: FloatArray,
-    duals: FloatArray,
-) -> dict[str, Any]:
-    """Per-request prices and unserved need, and per-bus prices, from the LP solution."""
-    prices: dict[str, float] = {}
-    prices_q: dict[str, float] = {}
-    unserved_dv: dict[str, float] = {}
-    unserved_p: dict[str, float] = {}
-    for k, r in enumerate(matrix.request_index.tolist()):
-        request = ordered[r]
-        prices[request.request_id] = float(duals[k] * matrix.s_ref[k])
-        own_q = request.sensitivity_pu_per_kvar.get(request.bus, 0.0)
-        if own_q > 0.0:
-            prices_q[request.request_id] = float(duals[k] * own_q)
-        unserved_dv[request.request_id] = float(slack[k])
-        unserved_p[request.request_id] = float(min(slack[k] / matrix.s_ref[k], request.p_kw))
-    for request in ordered:
-        unserved_dv.setdefault(request.request_id, request.dv_required_pu)
-        unserved_p.setdefault(request.request_id, request.p_kw)
-    bus_prices = _bus_prices(book, matrix, duals)
-    return {
-        "prices": prices,
-        "prices_q": prices_q,
-        "bus_prices": bus_prices,
-        "unserved_p_kw": unserved_p,
-        "unserved_q_kvar": {},
-        "unserved_dv_pu": unserved_dv,
-    }
-
-
-def _bus_prices(book: OrderBook, matrix: SensitivityMatrix, duals: FloatArray) -> dict[int, float]:
-    """EUR/kWh at every bus that has a P column: ``sum_r lambda_r s_rb``."""
-    buses: IntArray = np.unique(book.bus[matrix.column_rows[matrix.is_p]])
-    total = np.zeros(buses.shape[0])
-    for k, r in enumerate(matrix.request_index.tolist()):
-        if duals[k] > 0.0:
-            total += duals[k] * lookup_sensitivity(matrix.kw_maps[r], buses)
-    return dict(zip(buses.tolist(), total.tolist(), strict=True))
