@@ -10,7 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from market import Award, Bid, ClearingResult, FlexRequest, SettlementReport
+from market import (
+    Award,
+    Bid,
+    ClearingResult,
+    FlexRequest,
+    MeterReading,
+    OrderBook,
+    SettlementReport,
+    clear,
+    settle,
+)
 from service.config import ServiceConfig
 
 __all__ = ["latest_versions", "run_clearing", "run_settlement"]
@@ -30,26 +40,25 @@ def run_clearing(
     rule: str, requests: Sequence[FlexRequest], bids: Sequence[Bid], params: dict[str, Any]
 ) -> ClearingResult:
     """Clear ``bids`` against ``requests`` with the market's registered ``rule``."""
-    from market import OrderBook, clear
-
     book = OrderBook.from_bids(latest_versions(bids))
     return clear(rule, list(requests), book, params=params or None)
 
 
 def run_settlement(
     awards: Sequence[Award],
-    metered_p_kw: dict[str, float],
-    baseline_p_kw: dict[str, float],
+    readings: Sequence[MeterReading],
     config: ServiceConfig,
 ) -> SettlementReport:
-    """Settle awards against metered power and baselines with the market's settlement.
+    """Settle awards against meter readings with the market's settlement.
 
     Args:
         awards: the round's awards.
-        metered_p_kw: asset id -> metered mean power over the slot (positive = consumption).
-        baseline_p_kw: asset id -> the seller's declared baseline for the slot.
-        config: the tolerance for flagging under-delivery.
+        readings: one per metered asset of the slot, with the seller's declared baseline.
+        config: penalty factor and the tolerance inside which delivery is ``ok``.
     """
-    from market import settle
-
-    return settle(awards, metered_p_kw, baseline_p_kw, tolerance=config.non_delivery_tolerance)
+    return settle(
+        awards,
+        readings,
+        penalty_factor=config.penalty_factor,
+        tolerance=config.non_delivery_tolerance,
+    )

@@ -29,7 +29,8 @@ __all__ = ["OPEN", "clear_round", "due_for_clearing", "ensure_rounds"]
 
 log = logging.getLogger(__name__)
 
-OPEN, CLEARED, SETTLED, FAILED = "open", "cleared", "settled", "failed"
+OPEN, CLEARED, SETTLED = "open", "cleared", "settled"
+FAILED, SETTLEMENT_FAILED = "failed", "settlement_failed"
 
 
 async def ensure_rounds(db: Database, config: ServiceConfig, now: datetime) -> int:

@@ -17,12 +17,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from market import Award as MarketAward
+from market import MeterReading as MarketMeterReading
 from service.config import ServiceConfig
 from service.db import Database
 from service.market_ops import run_settlement
 from service.meter import add_alert
 from service.models import Asset, Award, MeterReading, Round, SettlementLine, SettlementRun
-from service.rounds import CLEARED, SETTLED
+from service.rounds import CLEARED, SETTLED, SETTLEMENT_FAILED
 from service.slots import floor_slot
 
 __all__ = ["check_stale_meters", "due_for_settlement", "settle_round"]
@@ -65,12 +66,31 @@ async def settle_round(db: Database, config: ServiceConfig, round_id: int, now: 
                     )
                 )
             }
-            metered = {a: r.p_kw for a, r in readings.items()}
-            baseline = {
-                a: (r.baseline_p_kw if r.baseline_p_kw is not None else r.p_kw)
-                for a, r in readings.items()
-            }
-            report = run_settlement(awards, metered, baseline, config)
+            metered = [
+                MarketMeterReading(
+                    asset_id=asset_id,
+                    t_start=rnd.slot_start,
+                    t_end=rnd.slot_end,
+                    metered_p_kw=r.p_kw,
+                    baseline_p_kw=r.p_kw if r.baseline_p_kw is None else r.baseline_p_kw,
+                )
+                for asset_id, r in readings.items()
+            ]
+            try:
+                report = run_settlement(awards, metered, config)
+            except Exception as exc:  # a failing settlement must not stop the scheduler
+                log.exception("settling round %s failed", round_id)
+                rnd.status = SETTLEMENT_FAILED
+                await add_alert(
+                    session,
+                    kind="settlement_failed",
+                    subject=f"round-{round_id}",
+                    slot_start=rnd.slot_start,
+                    participant_id=None,
+                    now=now,
+                    detail=f"{type(exc).__name__}: {exc}"[:2000],
+                )
+                return False
             session.add(SettlementRun(round_id=round_id, settled_at=now))
             await session.flush()
             for seq, line in enumerate(report.lines):

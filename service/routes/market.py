@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from market import Bid as MarketBid
 from market import FlexRequest as MarketFlexRequest
@@ -225,39 +226,11 @@ async def aggregates(
             )
         ).all()
         ids = [r.id for r in rounds]
-        bids = dict(
-            (
-                await session.execute(
-                    select(Bid.round_id, func.count(func.distinct(_bid_key)))
-                    .where(Bid.round_id.in_(ids))
-                    .group_by(Bid.round_id)
-                )
-            )
-            .tuples()
-            .all()
+        bids = await _count_by_round(session, Bid.round_id, func.distinct(_bid_key), ids)
+        bidders = await _count_by_round(
+            session, Bid.round_id, func.distinct(Bid.participant_id), ids
         )
-        bidders = dict(
-            (
-                await session.execute(
-                    select(Bid.round_id, func.count(func.distinct(Bid.participant_id)))
-                    .where(Bid.round_id.in_(ids))
-                    .group_by(Bid.round_id)
-                )
-            )
-            .tuples()
-            .all()
-        )
-        requests = dict(
-            (
-                await session.execute(
-                    select(FlexRequest.round_id, func.count())
-                    .where(FlexRequest.round_id.in_(ids))
-                    .group_by(FlexRequest.round_id)
-                )
-            )
-            .tuples()
-            .all()
-        )
+        requests = await _count_by_round(session, FlexRequest.round_id, FlexRequest.pk, ids)
         clearings = {
             c.round_id: c
             for c in await session.scalars(select(Clearing).where(Clearing.round_id.in_(ids)))
@@ -279,3 +252,13 @@ async def aggregates(
             )
         )
     return out
+
+
+async def _count_by_round(
+    session: AsyncSession, round_col: Any, counted: Any, ids: list[int]
+) -> dict[int, int]:
+    """``round id -> count(counted)`` over rows whose ``round_col`` is in ``ids``."""
+    rows = await session.execute(
+        select(round_col, func.count(counted)).where(round_col.in_(ids)).group_by(round_col)
+    )
+    return {int(round_id): int(n) for round_id, n in rows}

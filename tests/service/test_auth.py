@@ -1,0 +1,150 @@
+"""Auth and tenant isolation as a matrix: each role x each resource x own / foreign.
+
+Callers: no key, a malformed key, an unknown key, a revoked key (401); each role (403 where
+the role may not act, otherwise admitted). Prosumers see only their own rows; another
+prosumer's asset or bid answers 404 as if it did not exist; a DSO sees awards and
+settlements only of its own requests.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from svc_helpers import bid_body, request_body, slot_start
+
+ALL = {"operator", "dso", "observer", "prosumer"}
+
+# (method, path, body, roles admitted)
+ENDPOINTS: list[tuple[str, str, Any, set[str]]] = [
+    ("GET", "/v1/me", None, ALL),
+    ("GET", "/v1/rounds", None, ALL),
+    ("GET", "/v1/rounds/1", None, ALL),
+    ("POST", "/v1/participants", {"id": "newbie", "role": "observer"}, {"operator"}),
+    ("GET", "/v1/participants", None, {"operator"}),
+    ("POST", "/v1/participants/zed/revoke", None, {"operator"}),
+    ("POST", "/v1/scheduler/tick", None, {"operator"}),
+    ("POST", "/v1/assets", {"asset_id": "m-1", "bus": 1, "p_max_kw": 1.0}, {"prosumer"}),
+    ("GET", "/v1/assets", None, {"prosumer", "dso", "operator"}),
+    ("GET", "/v1/assets/alice-bat", None, {"prosumer", "dso", "operator"}),
+    ("POST", "/v1/flex-requests", request_body(), {"dso"}),
+    ("GET", "/v1/flex-requests", None, {"prosumer", "dso", "operator"}),
+    ("POST", "/v1/bids", bid_body(), {"prosumer"}),
+    ("GET", "/v1/bids", None, {"prosumer", "operator"}),
+    ("GET", "/v1/bids/alice-b1", None, {"prosumer"}),
+    ("GET", "/v1/awards", None, {"prosumer", "dso", "operator"}),
+    (
+        "POST",
+        "/v1/meter-readings",
+        {"asset_id": "alice-bat", "t_start": slot_start(-1).isoformat(), "p_kw": 1.0},
+        {"prosumer"},
+    ),
+    ("GET", "/v1/meter-readings", None, {"prosumer", "operator"}),
+    (
+        "POST",
+        "/v1/grid/voltages",
+        {"bus": 3, "t_start": slot_start(-1).isoformat(), "vm_pu": 1.0},
+        {"dso"},
+    ),
+    ("GET", "/v1/grid/voltages", None, {"dso", "operator"}),
+    ("GET", "/v1/settlements", None, {"prosumer", "dso", "operator"}),
+    ("GET", "/v1/alerts", None, {"prosumer", "dso", "operator"}),
+    ("GET", "/v1/aggregates", None, {"observer", "dso", "operator"}),
+]
+
+
+async def test_role_matrix(market) -> None:
+    await market.add("zed", "observer")
+    revoked = await market.add("gone", "prosumer")
+    await market.parties["op"].client.post("/v1/participants/gone/revoke")
+    callers: dict[str, dict[str, str]] = {
+        "anonymous": {},
+        "malformed": {"Authorization": "Basic abc"},
+        "unknown": {"Authorization": "Bearer gbk_not-a-real-key"},
+        "revoked": revoked.headers,
+    }
+    by_role = {"operator": "op", "dso": "dso", "observer": "obs", "prosumer": "alice"}
+    wrong: list[str] = []
+    for method, path, body, admitted in ENDPOINTS:
+        for caller, headers in callers.items():
+            before = await market.counts()
+            r = await market.anon.request(method, path, json=body, headers=headers)
+            if r.status_code != 401 or await market.counts() != before:
+                wrong.append(f"{caller} {method} {path}: {r.status_code}")
+            elif r.headers.get("www-authenticate") != "Bearer":
+                wrong.append(f"{caller} {method} {path}: no WWW-Authenticate")
+        for role, name in by_role.items():
+            before = await market.counts()
+            r = await market.parties[name].client.request(method, path, json=body)
+            if role in admitted:
+                if r.status_code in (401, 403) or r.status_code >= 500:
+                    wrong.append(f"{role} {method} {path}: {r.status_code} {r.text[:80]}")
+            elif r.status_code != 403 or await market.counts() != before:
+                wrong.append(f"{role} {method} {path}: {r.status_code}, expected 403")
+    assert wrong == []
+
+
+async def _play_one_round(market) -> None:
+    """Both prosumers bid, meter and get settled; the DSO asks; bob triggers alerts."""
+    dso, alice, bob = (market.parties[n].client for n in ("dso", "alice", "bob"))
+    assert (await dso.post("/v1/flex-requests", json=request_body(p_kw=20.0))).status_code == 201
+    assert (await alice.post("/v1/bids", json=bid_body())).status_code == 201
+    assert (await bob.post("/v1/bids", json=bid_body("bob"))).status_code == 201
+    market.clock.advance(timedelta(minutes=8))
+    assert (await market.tick()).cleared == [1]
+    market.clock.advance(timedelta(minutes=20))
+    t0 = slot_start(1).isoformat()
+    for client, asset, p in ((alice, "alice-bat", -1.0), (bob, "bob-hp", 60.0)):
+        body = {"asset_id": asset, "t_start": t0, "p_kw": p, "baseline_p_kw": 0.0}
+        assert (await client.post("/v1/meter-readings", json=body)).status_code == 201
+    market.clock.advance(timedelta(minutes=15))
+    assert (await market.tick()).settled == [1]
+
+
+def _owners(rows: list[dict[str, Any]]) -> set[str]:
+    keys = ("participant_id", "seller_id")
+    found = set()
+    for row in rows:
+        for key in keys:
+            if key in row:
+                found.add(row[key])
+        for nested in ("line", "award", "bid"):
+            if nested in row and "seller_id" in row[nested]:
+                found.add(row[nested]["seller_id"])
+    return found
+
+
+async def test_tenant_isolation_own_versus_foreign(market) -> None:
+    await _play_one_round(market)
+    dso2 = await market.add("dso2", "dso")
+    alice, bob, dso, op = (market.parties[n].client for n in ("alice", "bob", "dso", "op"))
+
+    for path in (
+        "/v1/assets",
+        "/v1/bids",
+        "/v1/awards",
+        "/v1/meter-readings",
+        "/v1/settlements",
+        "/v1/alerts",
+    ):
+        mine = (await alice.get(path)).json()
+        theirs = (await bob.get(path)).json()
+        everyone = (await op.get(path)).json()
+        assert mine and theirs, path
+        assert _owners(mine) <= {"alice"} and _owners(theirs) <= {"bob"}, path
+        assert "bob" not in str(mine) and "alice" not in str(theirs), path
+        assert len(everyone) >= len(mine) + len(theirs), path
+    assert len((await alice.get("/v1/meter-readings?asset_id=bob-hp")).json()) == 0
+
+    for path in ("/v1/assets/bob-hp", "/v1/bids/bob-b1"):
+        assert (await bob.get(path)).status_code == 200, path
+        r = await alice.get(path)
+        assert r.status_code == 404, path
+        assert "bob" not in r.json()["detail"].replace("bob-hp", "").replace("bob-b1", "")
+
+    assert _owners((await dso.get("/v1/awards")).json()) == {"alice", "bob"}
+    assert len((await dso.get("/v1/settlements")).json()) == 2
+    for path in ("/v1/awards", "/v1/settlements", "/v1/flex-requests", "/v1/alerts"):
+        assert (await dso2.client.get(path)).json() == [], path
+    bob_alerts = {a["kind"] for a in (await bob.get("/v1/alerts")).json()}
+    assert bob_alerts == {"implausible_reading", "non_delivery"}
