@@ -27,13 +27,28 @@ __all__ = [
 ]
 
 _TIE_BREAK_SCALE = 1e-6
+NEED_FLOOR_PU = 1e-12
+"""Needs at or below this many pu are not cleared (reported as unserved as sent)."""
+SENSITIVITY_FLOOR_PU = 1e-9
+"""Sensitivities smaller than this (pu per kW or kvar) are treated as 0: no physical
+flexibility moves a voltage by less, and dividing by them would wreck the LP's scaling."""
 
 
 def sensitivity_maps(request: FlexRequest) -> tuple[Mapping[int, float], Mapping[int, float]]:
-    """The request's kW and kvar maps; both empty means one-for-one at its own bus."""
+    """The request's kW and kvar maps without negligible entries.
+
+    Both maps empty (as sent) means one-for-one at the request's own bus: ``{bus: 1.0}``.
+    """
     if not request.sensitivity_pu_per_kw and not request.sensitivity_pu_per_kvar:
         return {request.bus: 1.0}, {}
-    return request.sensitivity_pu_per_kw, request.sensitivity_pu_per_kvar
+    return (
+        {b: s for b, s in request.sensitivity_pu_per_kw.items() if abs(s) >= SENSITIVITY_FLOOR_PU},
+        {
+            b: s
+            for b, s in request.sensitivity_pu_per_kvar.items()
+            if abs(s) >= SENSITIVITY_FLOOR_PU
+        },
+    )
 
 
 def reference_sensitivity(request: FlexRequest) -> float:
@@ -103,7 +118,7 @@ def build_sensitivity_matrix(ordered: Sequence[FlexRequest], book: OrderBook) ->
     for r, request in enumerate(ordered):
         ref = reference_sensitivity(request)
         need = request.dv_required_pu if request.dv_required_pu > 0.0 else request.p_kw * ref
-        if ref > 0.0 and need > 0.0:
+        if ref > 0.0 and need > NEED_FLOOR_PU:
             rows_k.append(r)
             dv.append(need)
             value.append(request.max_price_eur_per_kwh / ref)

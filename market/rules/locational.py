@@ -104,22 +104,29 @@ def _pass_lp(
     upper: FloatArray,
     semicontinuous: np.ndarray | None,
 ) -> None:
-    """Hand the LP (columns: bid parts, then one slack per request) to HiGHS."""
+    """Hand the LP (columns: bid parts, then one slack per request) to HiGHS.
+
+    Each row is divided by its request's ``s_ref`` so it reads in kW at the reference bus
+    (coefficients near 1, slack cost = the buyer's cap in EUR/kWh); the row duals are then
+    EUR/kWh at the reference bus and :func:`_solve` divides them by ``s_ref`` again.
+    """
     n_req = matrix.dv_pu.shape[0]
     n_col = cost.shape[0] + n_req
     lp = highspy.HighsLp()
     lp.num_col_ = n_col
     lp.num_row_ = n_req
-    lp.col_cost_ = np.concatenate([cost, matrix.value_eur_per_pu])
+    lp.col_cost_ = np.concatenate([cost, matrix.value_eur_per_pu * matrix.s_ref])
     lp.col_lower_ = np.concatenate([lower, np.zeros(n_req)])
     lp.col_upper_ = np.concatenate([upper, np.full(n_req, highspy.kHighsInf)])
-    lp.row_lower_ = matrix.dv_pu
+    lp.row_lower_ = matrix.dv_pu / matrix.s_ref
     lp.row_upper_ = np.full(n_req, highspy.kHighsInf)
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
     slack_start = matrix.start[-1] + np.arange(1, n_req + 1)
     lp.a_matrix_.start_ = np.concatenate([matrix.start, slack_start]).astype(np.int32)
     lp.a_matrix_.index_ = np.concatenate([matrix.index, np.arange(n_req)]).astype(np.int32)
-    lp.a_matrix_.value_ = np.concatenate([matrix.value, np.ones(n_req)])
+    lp.a_matrix_.value_ = np.concatenate(
+        [matrix.value / matrix.s_ref[matrix.index], np.ones(n_req)]
+    )
     if semicontinuous is not None and semicontinuous.any():
         kinds = [highspy.HighsVarType.kContinuous] * n_col
         for j in np.flatnonzero(semicontinuous).tolist():
@@ -172,10 +179,10 @@ def _solve(
             _run(highs)
     solution = highs.getSolution()
     values = np.asarray(solution.col_value)
-    duals = np.maximum(np.asarray(solution.row_dual), 0.0)
+    duals = np.maximum(np.asarray(solution.row_dual), 0.0) / matrix.s_ref
     x = np.clip(values[:n_bid], lower, upper)
     x[x <= _TOLERANCE] = 0.0
-    return x, np.maximum(values[n_bid:], 0.0), duals
+    return x, np.maximum(values[n_bid:], 0.0) * matrix.s_ref, duals
 
 
 @register_rule("locational")

@@ -97,8 +97,8 @@ def check_invariants(
         assert award.bus == order_book.bus[row]
         assert award.direction == req.direction
         assert (award.t_start, award.t_end) == (req.t_start, req.t_end)
-        assert award.p_kw > TOL or award.q_kvar > TOL, "empty award"
-        if award.p_kw > TOL:
+        assert award.p_kw > 0.0 or award.q_kvar > 0.0, "empty award"
+        if award.p_kw > 0.0:
             assert award.price_eur_per_kwh >= order_book.price_eur_per_kwh[row] - TOL
             cap = (
                 buyer_value_at(requests, award.bus, "p")
@@ -106,7 +106,7 @@ def check_invariants(
                 else req.max_price_eur_per_kwh
             )
             assert award.price_eur_per_kwh <= cap + 1e-6 * (1 + cap), "P price above cap"
-        if award.q_kvar > TOL:
+        if award.q_kvar > 0.0:
             assert award.price_eur_per_kvarh >= order_book.price_eur_per_kvarh[row] - TOL
             cap = (
                 buyer_value_at(requests, award.bus, "q")
