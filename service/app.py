@@ -45,7 +45,8 @@ def create_app(
         rule: market rule name; overrides ``config.rule``.
         slot: slot length; overrides ``config.slot_minutes``.
         config: the rest of the configuration; defaults to :class:`ServiceConfig`.
-        db_schema: PostgreSQL schema to keep the tables in (tests use one per test).
+        db_schema: PostgreSQL schema to keep the tables in (tests use one per test);
+            overrides ``config.db_schema``.
         run_scheduler: run the scheduler loop in the background (tests tick by hand).
 
     Returns:
@@ -62,7 +63,7 @@ def create_app(
         overrides["slot_minutes"] = minutes
     if overrides:
         config = ServiceConfig.model_validate(config.model_dump() | overrides)
-    db = Database(db_url, schema=db_schema)
+    db = Database(db_url, schema=db_schema or config.db_schema)
     clock = clock or config.clock.build()
     state = ServiceState(db=db, config=config, clock=clock, scheduler=Scheduler(db, config, clock))
 

@@ -65,6 +65,8 @@ class ServiceConfig(BaseModel):
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
     tick_seconds: float = Field(default=0.5, gt=0, allow_inf_nan=False)
     clock: ClockConfig = Field(default_factory=ClockConfig)
+    db_schema: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    """PostgreSQL only: keep the tables in this schema (created if missing)."""
 
     @model_validator(mode="after")
     def _band(self) -> ServiceConfig:
