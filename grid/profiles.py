@@ -1,0 +1,137 @@
+"""simbench's year of 15-minute profiles, and per-bus injections for a time window.
+
+simbench ships one leap year (2016, 35,136 quarter-hours) of relative profiles; simbench's own
+``get_absolute_values`` multiplies them by each element's ``p_mw``/``q_mvar``. The time stamps
+are read as UTC (simbench's year has no daylight-saving gaps). Signs follow each element
+table (load: consumption, sgen: generation, storage: charging); :func:`bus_injections` turns
+them into per-bus consumption, the sign :func:`grid.powerflow` takes.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import simbench as sb
+
+from grid.network import Network
+from grid.sources import simbench_net
+
+_TIME_FORMAT = "%d.%m.%Y %H:%M"
+
+
+@functools.lru_cache(maxsize=4)
+def simbench_profiles(code: str) -> dict[str, pd.DataFrame]:
+    """The absolute per-element profiles of a simbench grid (cached per code; do not mutate).
+
+    Args:
+        code: A simbench code such as ``"1-MV-urban--0-sw"``.
+
+    Returns:
+        ``{"load_p_mw", "load_q_mvar", "sgen_p_mw", "storage_p_mw"}`` (those the grid has):
+        DataFrames indexed by UTC timestamps (15-minute steps), one column per element,
+        labelled by its pandapower index.
+    """
+    net = simbench_net(code, with_profiles=True)
+    stamps = pd.to_datetime(net.profiles["load"]["time"], format=_TIME_FORMAT, utc=True)
+    index = pd.DatetimeIndex(stamps, name="time")
+    absolute = sb.get_absolute_values(net, profiles_instead_of_study_cases=True)
+    frames = {}
+    for (table, column), frame in absolute.items():
+        if frame.shape[1] == 0 or len(frame) != len(index):
+            continue
+        frames[f"{table}_{column}"] = frame.set_axis(index, axis=0)
+    return frames
+
+
+@dataclass(frozen=True)
+class ElementInjections:
+    """Per-element powers over a window, (n_slots, n_elements), each table's own sign.
+
+    Attributes:
+        time: UTC start of each slot.
+        load_p_mw, load_q_mvar: Columns follow ``network.load_ids`` (consumption).
+        sgen_p_mw, sgen_q_mvar: Columns follow ``network.sgen_ids`` (generation).
+        storage_p_mw, storage_q_mvar: Columns follow ``network.storage_ids`` (charging).
+    """
+
+    time: pd.DatetimeIndex
+    load_p_mw: np.ndarray
+    load_q_mvar: np.ndarray
+    sgen_p_mw: np.ndarray
+    sgen_q_mvar: np.ndarray
+    storage_p_mw: np.ndarray
+    storage_q_mvar: np.ndarray
+
+
+def element_injections(
+    network: Network, profiles: dict[str, pd.DataFrame], start: Any, n_slots: int
+) -> ElementInjections:
+    """Per-element powers for ``n_slots`` quarter-hours from ``start``.
+
+    An element without a profile column keeps its constant value from the network.
+
+    Args:
+        network: The network whose elements are wanted.
+        profiles: As returned by :func:`simbench_profiles`.
+        start: First slot, a timestamp in the profiles' index (naive means UTC) or an
+            integer position.
+        n_slots: Number of consecutive slots.
+
+    Raises:
+        ValueError: If the window is not inside the profiles.
+    """
+    index = next(iter(profiles.values())).index
+    first = _position(index, start)
+    if n_slots < 1 or first < 0 or first + n_slots > len(index):
+        raise ValueError(
+            f"window start={start!r}, n_slots={n_slots} is outside the {len(index)} profile slots"
+        )
+    window = slice(first, first + n_slots)
+    values = {}
+    for table in ("load", "sgen", "storage"):
+        ids = getattr(network, f"{table}_ids")
+        for quantity in ("p_mw", "q_mvar"):
+            constant = getattr(network, f"{table}_{quantity}")
+            block = np.tile(constant, (n_slots, 1))
+            frame = profiles.get(f"{table}_{quantity}")
+            if frame is not None and len(ids):
+                present = np.isin(ids, frame.columns)
+                block[:, present] = frame.iloc[window][ids[present]].to_numpy(float)
+            values[f"{table}_{quantity}"] = block
+    return ElementInjections(time=index[window], **values)
+
+
+def bus_injections(
+    network: Network, profiles: dict[str, pd.DataFrame], start: Any, n_slots: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bus consumption ``(p_mw, q_mvar)``, each (n_slots, n_bus), for a time window.
+
+    ``p = load - sgen + storage`` aggregated per bus (load convention), ready for
+    :func:`grid.powerflow`. Arguments as in :func:`element_injections`.
+    """
+    elements = element_injections(network, profiles, start, n_slots)
+    p = np.zeros((n_slots, network.n_bus))
+    q = np.zeros((n_slots, network.n_bus))
+    for table, sign in (("load", 1.0), ("sgen", -1.0), ("storage", 1.0)):
+        pos = network.bus_position(getattr(network, f"{table}_bus"))
+        np.add.at(p.T, pos, sign * getattr(elements, f"{table}_p_mw").T)
+        np.add.at(q.T, pos, sign * getattr(elements, f"{table}_q_mvar").T)
+    return p, q
+
+
+def _position(index: pd.DatetimeIndex, start: Any) -> int:
+    """Integer position of ``start`` (an int or a timestamp) in ``index``."""
+    if isinstance(start, int | np.integer):
+        return int(start)
+    stamp = pd.Timestamp(start)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    try:
+        return int(index.get_loc(stamp))
+    except KeyError:
+        raise ValueError(
+            f"start={start!r} is not a slot of the profiles ({index[0]} .. {index[-1]}, 15 min)"
+        ) from None
