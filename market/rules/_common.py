@@ -131,22 +131,48 @@ def assemble_awards(
         price_q.tolist(),
         strict=True,
     )
-    return tuple(
-        Award.model_construct(
-            t_start=requests[r].t_start,
-            t_end=requests[r].t_end,
-            bid_id=bid_id,
-            seller_id=seller_id,
-            asset_id=asset_id,
-            bus=bus,
-            request_id=requests[r].request_id,
-            buyer_id=requests[r].buyer_id,
-            book_row=row,
-            direction=directions[direction],
-            p_kw=p,
-            q_kvar=q,
-            price_eur_per_kwh=pp,
-            price_eur_per_kvarh=pq,
+    per_request = [(q.t_start, q.t_end, q.request_id, q.buyer_id) for q in requests]
+    awards = []
+    for r, row, bid_id, seller_id, asset_id, bus, direction, p, q, pp, pq in columns:
+        t_start, t_end, request_id, buyer_id = per_request[r]
+        awards.append(
+            _trusted_award(
+                {
+                    "t_start": t_start,
+                    "t_end": t_end,
+                    "bid_id": bid_id,
+                    "seller_id": seller_id,
+                    "asset_id": asset_id,
+                    "bus": bus,
+                    "request_id": request_id,
+                    "buyer_id": buyer_id,
+                    "book_row": row,
+                    "direction": directions[direction],
+                    "p_kw": p,
+                    "q_kvar": q,
+                    "price_eur_per_kwh": pp,
+                    "price_eur_per_kvarh": pq,
+                }
+            )
         )
-        for r, row, bid_id, seller_id, asset_id, bus, direction, p, q, pp, pq in columns
-    )
+    return tuple(awards)
+
+
+def _trusted_award(values: dict[str, Any]) -> Award:
+    """Build an :class:`Award` from already-validated values without re-validating.
+
+    What ``Award.model_construct`` does, minus its per-field bookkeeping, which costs
+    ~60 µs per award and dominated clearing a million-row book. The tests check that every
+    award built here equals the same award validated by pydantic.
+    """
+    award = _new_award(Award)
+    _set(award, "__dict__", values)
+    _set(award, "__pydantic_fields_set__", set(_ALL_AWARD_FIELDS))
+    _set(award, "__pydantic_extra__", None)
+    _set(award, "__pydantic_private__", None)
+    return award
+
+
+_new_award = Award.__new__
+_set = object.__setattr__
+_ALL_AWARD_FIELDS = frozenset(Award.model_fields)

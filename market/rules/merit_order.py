@@ -137,9 +137,10 @@ def _select(
         ("q", book.q_kvar, book.min_q_kvar, book.price_eur_per_kvarh),
     )
     for product, offered, minimum, price in products:
+        if product == "q" and all(r.q_kvar is None for r in requests):
+            continue
         remaining = offered.copy()
         accepted = np.zeros(len(book), dtype=bool)
-        rank = book.rank(product)
         for index, request in enumerate(requests):
             if product == "p":
                 need, cap, sensitivity = (
@@ -159,7 +160,7 @@ def _select(
             if need > 0.0:
                 rows = _serving_rows(book, request, sensitivity, params.bus_zones)
                 rows = rows[(remaining[rows] > 0.0) & (price[rows] <= cap)]
-                rows = rows[np.argsort(rank[rows], kind="stable")]
+                rows = book.in_merit_order(rows, product)
                 row_min = np.where(accepted[rows], 0.0, minimum[rows])
                 taken, qty, residual = _greedy(rows, remaining, row_min, need)
                 remaining[taken] -= qty

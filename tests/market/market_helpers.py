@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from market import ClearingResult, FlexRequest, OrderBook
+from market import Award, ClearingResult, FlexRequest, OrderBook
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=15)
@@ -98,6 +98,7 @@ def check_invariants(
         assert award.direction == req.direction
         assert (award.t_start, award.t_end) == (req.t_start, req.t_end)
         assert award.p_kw > 0.0 or award.q_kvar > 0.0, "empty award"
+        assert Award.model_validate(award.model_dump()) == award, "award fails validation"
         if award.p_kw > 0.0:
             assert award.price_eur_per_kwh >= order_book.price_eur_per_kwh[row] - TOL
             cap = (

@@ -4,6 +4,8 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from market_helpers import T0, T1, book
 
 from market import Bid, OrderBook
@@ -156,6 +158,21 @@ def test_merit_order_is_price_then_row_and_bus_index_finds_rows() -> None:
     assert order_book.rank("p").tolist() == [2, 0, 1]
     assert sorted(order_book.rows_at_buses(np.array([3, 3, 9])).tolist()) == [0, 2]
     assert order_book.rows_at_buses(np.array([9])).tolist() == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from([0.0, 0.1, 0.2, 0.25]), min_size=1, max_size=60), st.data())
+def test_merit_order_equals_a_stable_sort_by_price(
+    prices: list[float], data: st.DataObject
+) -> None:
+    """Peer: numpy's lexsort on (row, price), whatever path (all rows or a subset) is used."""
+    n = len(prices)
+    order_book = book([(f"b{i}", i % 3, 1.0, p) for i, p in enumerate(prices)])
+    expected = np.lexsort((np.arange(n), np.array(prices)))
+    assert order_book.merit_order("p").tolist() == expected.tolist()
+    subset = np.array(sorted(data.draw(st.sets(st.integers(0, n - 1)))), dtype=np.int64)
+    subset_order = order_book.in_merit_order(subset, "p")
+    assert subset_order.tolist() == [r for r in expected.tolist() if r in set(subset.tolist())]
 
 
 def test_large_book_builds_without_models() -> None:
