@@ -7,7 +7,6 @@ takes the row position of its own submission. A curve bid becomes one row per st
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,118 +15,26 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from market.messages import ID_PATTERN, Bid, Direction
+from market._columns import (
+    DIRECTION_CODE,
+    FloatArray,
+    IntArray,
+    check_ids,
+    direction_column,
+    float_column,
+    frozen,
+    int_column,
+    time_column,
+)
+from market.messages import Bid
 
 __all__ = ["DIRECTION_CODE", "OPEN_END_S", "OPEN_START_S", "OrderBook"]
-
-DIRECTION_CODE = {Direction.UP: 1, Direction.DOWN: -1}
-"""How directions are stored in :attr:`OrderBook.direction` (``int8``)."""
 
 OPEN_START_S = np.iinfo(np.int64).min
 """``t_start_s`` of a row built without an interval: valid from any time."""
 
 OPEN_END_S = np.iinfo(np.int64).max
 """``t_end_s`` of a row built without an interval: valid until any time."""
-
-_ID_RE = re.compile(ID_PATTERN)
-_ID_CHARS_RE = re.compile(r"[A-Za-z0-9_\n-]*")
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-
-
-def _frozen(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False
-    return array
-
-
-def _check_ids(name: str, values: np.ndarray) -> None:
-    """Refuse any id that does not match :data:`~market.messages.ID_PATTERN`.
-
-    The fast path joins the ids with newlines and matches once in C; only a failure falls
-    back to a per-id scan to name the offending row.
-    """
-    items = values.tolist()
-    try:
-        joined = "\n".join(items)
-    except TypeError:
-        joined = None
-    if (
-        joined is not None
-        and joined.count("\n") == len(items) - 1
-        and _ID_CHARS_RE.fullmatch(joined)
-    ):
-        lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
-        if not items or (lengths.min() >= 1 and lengths.max() <= 128):
-            return
-    for row, value in enumerate(items):
-        if not isinstance(value, str) or not _ID_RE.fullmatch(value):
-            raise ValueError(f"{name}[{row}]={value!r} is not a valid id (must match {ID_PATTERN})")
-
-
-def _float_column(name: str, values: Any, n: int, *, low: float, high: float) -> FloatArray:
-    """Convert to a finite float64 column of length ``n`` within ``[low, high]``."""
-    try:
-        array = np.array(values, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{name}: not numeric ({error})") from None
-    if array.shape != (n,):
-        raise ValueError(f"{name}: length {array.shape[0]}, expected {n}")
-    bad = ~np.isfinite(array) | (array < low) | (array > high)
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise ValueError(f"{name}[{row}]={array[row]!r} must be finite and in [{low}, {high}]")
-    return array
-
-
-def _int_column(name: str, values: Any, n: int, *, low: int) -> IntArray:
-    """Convert to an int64 column of length ``n``, refusing non-integers and values < low."""
-    array = np.asarray(values).reshape(-1)
-    if array.shape != (n,):
-        raise ValueError(f"{name}: length {array.shape[0]}, expected {n}")
-    if array.dtype.kind not in "iu":
-        raise ValueError(f"{name}: must be integers, got dtype {array.dtype}")
-    array = array.astype(np.int64)
-    if n and array.min() < low:
-        row = int(np.argmin(array))
-        raise ValueError(f"{name}[{row}]={array[row]} must be >= {low}")
-    return array
-
-
-def _direction_column(values: Any, n: int) -> npt.NDArray[np.int8]:
-    """Accept ``"up"``/``"down"`` strings, :class:`Direction` or +1/-1 codes."""
-    array = np.asarray(values).reshape(-1)
-    if array.shape != (n,):
-        raise ValueError(f"direction: length {array.shape[0]}, expected {n}")
-    if array.dtype.kind in "iu":
-        codes = array.astype(np.int8)
-        bad = (codes != 1) & (codes != -1)
-    else:
-        as_str = array.astype(str)
-        codes = np.where(as_str == "up", 1, -1).astype(np.int8)
-        bad = (as_str != "up") & (as_str != "down")
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise ValueError(f"direction[{row}]={array[row]!r} must be 'up', 'down', +1 or -1")
-    return codes
-
-
-def _time_column(name: str, values: Any, n: int, default: int) -> IntArray:
-    """Seconds since the Unix epoch; accepts aware datetimes, datetime64 or int seconds."""
-    if values is None:
-        return np.full(n, default, dtype=np.int64)
-    array = np.asarray(values).reshape(-1)
-    if array.shape != (n,):
-        raise ValueError(f"{name}: length {array.shape[0]}, expected {n}")
-    if array.dtype.kind == "M":
-        return array.astype("datetime64[s]").astype(np.int64)
-    if array.dtype.kind in "iu":
-        return array.astype(np.int64)
-    seconds = np.empty(n, dtype=np.int64)
-    for row, value in enumerate(array.tolist()):
-        if not isinstance(value, datetime) or value.utcoffset() is None:
-            raise ValueError(f"{name}[{row}]={value!r} must be a timezone-aware datetime")
-        seconds[row] = int(value.timestamp())
-    return seconds
 
 
 @dataclass(frozen=True, eq=False)
@@ -253,7 +160,7 @@ class OrderBook:
             ids = np.asarray(values, dtype=object).reshape(-1)
             if ids.shape != (n,):
                 raise ValueError(f"{name}: length {ids.shape[0]}, expected {n}")
-            _check_ids(name, ids)
+            check_ids(name, ids)
             arrays[name] = ids
         if asset_id is None:
             arrays["asset_id"] = arrays["seller_id"]
@@ -261,22 +168,22 @@ class OrderBook:
             arrays["asset_id"] = np.asarray(asset_id, dtype=object).reshape(-1)
             if arrays["asset_id"].shape != (n,):
                 raise ValueError(f"asset_id: length {arrays['asset_id'].shape[0]}, expected {n}")
-            _check_ids("asset_id", arrays["asset_id"])
-        arrays["bus"] = _int_column("bus", bus, n, low=0)
-        arrays["direction"] = _direction_column(direction, n)
+            check_ids("asset_id", arrays["asset_id"])
+        arrays["bus"] = int_column("bus", bus, n, low=0)
+        arrays["direction"] = direction_column(direction, n)
         inf = np.inf
         zeros = np.zeros(n)
-        arrays["p_kw"] = _float_column("p_kw", p_kw, n, low=0.0, high=inf)
+        arrays["p_kw"] = float_column("p_kw", p_kw, n, low=0.0, high=inf)
         q = zeros if q_kvar is None else q_kvar
-        arrays["q_kvar"] = _float_column("q_kvar", q, n, low=0.0, high=inf)
+        arrays["q_kvar"] = float_column("q_kvar", q, n, low=0.0, high=inf)
         price = price_eur_per_kwh
-        arrays["price_eur_per_kwh"] = _float_column("price_eur_per_kwh", price, n, low=0, high=inf)
+        arrays["price_eur_per_kwh"] = float_column("price_eur_per_kwh", price, n, low=0, high=inf)
         price_q = zeros if price_eur_per_kvarh is None else price_eur_per_kvarh
-        arrays["price_eur_per_kvarh"] = _float_column(
+        arrays["price_eur_per_kvarh"] = float_column(
             "price_eur_per_kvarh", price_q, n, low=0.0, high=inf
         )
         fraction = zeros if min_fraction is None else min_fraction
-        fraction = _float_column("min_fraction", fraction, n, low=0.0, high=1.0)
+        fraction = float_column("min_fraction", fraction, n, low=0.0, high=1.0)
         arrays["min_p_kw"] = fraction * arrays["p_kw"]
         arrays["min_q_kvar"] = fraction * arrays["q_kvar"]
         empty = (arrays["p_kw"] <= 0.0) & (arrays["q_kvar"] <= 0.0)
@@ -286,11 +193,11 @@ class OrderBook:
         arrays["version"] = (
             np.zeros(n, dtype=np.int64)
             if version is None
-            else _int_column("version", version, n, low=0)
+            else int_column("version", version, n, low=0)
         )
         arrays["step"] = np.zeros(n, dtype=np.int64)
-        arrays["t_start_s"] = _time_column("t_start", t_start, n, OPEN_START_S)
-        arrays["t_end_s"] = _time_column("t_end", t_end, n, OPEN_END_S)
+        arrays["t_start_s"] = time_column("t_start", t_start, n, OPEN_START_S)
+        arrays["t_end_s"] = time_column("t_end", t_end, n, OPEN_END_S)
         backwards = arrays["t_end_s"] <= arrays["t_start_s"]
         if backwards.any():
             row = int(np.argmax(backwards))
@@ -314,7 +221,7 @@ class OrderBook:
                 sellers, bid_ids, arrays["version"].tolist(), arrays["step"].tolist()
             )
             arrays = {name: values[keep] for name, values in arrays.items()}
-        return cls(**{name: _frozen(np.ascontiguousarray(a)) for name, a in arrays.items()})
+        return cls(**{name: frozen(np.ascontiguousarray(a)) for name, a in arrays.items()})
 
     @staticmethod
     def _keep_latest(
@@ -350,7 +257,7 @@ class OrderBook:
         key = f"order_{product}"
         if key not in self._cache:
             price = self.price_eur_per_kwh if product == "p" else self.price_eur_per_kvarh
-            self._cache[key] = _frozen(_price_then_row_order(price))
+            self._cache[key] = frozen(_price_then_row_order(price))
         return self._cache[key]
 
     def rank(self, product: str) -> IntArray:
@@ -359,7 +266,7 @@ class OrderBook:
         if key not in self._cache:
             rank = np.empty(len(self), dtype=np.int64)
             rank[self.merit_order(product)] = np.arange(len(self), dtype=np.int64)
-            self._cache[key] = _frozen(rank)
+            self._cache[key] = frozen(rank)
         return self._cache[key]
 
     def rows_at_buses(self, buses: IntArray) -> IntArray:

@@ -17,7 +17,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
-from market.book import DIRECTION_CODE, OrderBook
+from market._columns import DIRECTION_CODE
+from market.book import OrderBook
 from market.messages import Award, Direction, FlexRequest
 
 __all__ = [

@@ -45,7 +45,13 @@ from market.rules._sensitivity import (
     sensitivity_reports,
 )
 
-__all__ = ["IterativeParams", "PriceResponder", "TruthfulResponder", "iterative_price"]
+__all__ = [
+    "IterativeParams",
+    "PriceResponder",
+    "TruthfulResponder",
+    "iterative_price",
+    "next_prices",
+]
 
 
 @runtime_checkable
@@ -144,6 +150,26 @@ def _answers(
     return x
 
 
+def next_prices(
+    duals: FloatArray,
+    steps: FloatArray,
+    gap: FloatArray,
+    previous_gap: FloatArray,
+    dv_pu: FloatArray,
+    value_eur_per_pu: FloatArray,
+    damping: float,
+) -> tuple[FloatArray, FloatArray]:
+    """One projected, damped subgradient step on the remaining need (see module docstring).
+
+    Returns:
+        The next posted ``lambda`` per request and the (possibly damped) steps.
+    """
+    flipped = np.sign(gap) * np.sign(previous_gap) < 0
+    steps = np.where(flipped, steps * damping, steps)
+    relative = np.clip(gap / dv_pu, -1.0, 1.0)
+    return np.clip(duals + steps * value_eur_per_pu * relative, 0.0, value_eur_per_pu), steps
+
+
 @register_rule("iterative_price")
 def iterative_price(
     requests: Sequence[FlexRequest], book: OrderBook, params: Mapping[str, Any]
@@ -177,10 +203,9 @@ def iterative_price(
         at_cap = (duals[unmet] >= value[unmet]).all()
         if at_cap and previous_x is not None and np.array_equal(x, previous_x):
             break
-        flipped = np.sign(gap) * np.sign(previous_gap) < 0
-        steps = np.where(flipped, steps * settings.damping, steps)
-        relative = np.clip(gap / matrix.dv_pu, -1.0, 1.0)
-        duals = np.clip(duals + steps * value * relative, 0.0, value)
+        duals, steps = next_prices(
+            duals, steps, gap, previous_gap, matrix.dv_pu, value, settings.damping
+        )
         previous_gap, previous_x = gap, x
     if rounds == 0:
         pi = matrix.column_price(duals)

@@ -6,6 +6,7 @@ from market_helpers import book, by_bid, check_invariants, request
 from pydantic import ValidationError
 
 from market import OrderBook, PriceResponder, TruthfulResponder, clear
+from market.rules.iterative import next_prices
 
 
 def _example(need_kw: float) -> tuple[list, OrderBook]:
@@ -77,10 +78,15 @@ def test_answers_are_clipped_to_the_book() -> None:
     assert stubborn.awards == ()
 
 
-def test_damping_shrinks_the_step_when_the_gap_changes_sign() -> None:
-    """Two requests share one bid: after r1 is over-met its price falls while r2's rises.
+def test_two_requests_sharing_bids_converge_by_hand() -> None:
+    """r1 needs 0.001 pu, r2 0.003 pu; both see buses 1, 2, 3 at 0.001 pu/kW; v = 200 each.
 
-    The rule must still stop within the round limit and never pay below the ask.
+    n: bus 1, 1 kW @0.02; m: bus 3, 3 kW @0.05. Step 0.1 x 200 = 20.
+    Round 1: lambda = (0, 0), nothing offered; both gaps whole -> lambda = (20, 20).
+    Round 2: prices 0.001 x 40 = 0.04: n on (>= 0.02), m off; r1 gets 0.001 (met),
+    r2 0.001 (gap 2/3) -> lambda = (20, 20 + 20 x 2/3 = 33.3).
+    Round 3: price 0.0533 >= 0.05: m on too; each gets 0.004 -> both met, converged.
+    Prices at the requests' buses: 20 x 0.001 = 0.02 and 33.3 x 0.001 = 0.0333.
     """
     order_book = book([("m", 3, 3.0, 0.05), ("n", 1, 1.0, 0.02)])
     sens = {1: 0.001, 2: 0.001, 3: 0.001}
@@ -100,10 +106,41 @@ def test_damping_shrinks_the_step_when_the_gap_changes_sign() -> None:
             max_price_eur_per_kwh=0.2,
         ),
     ]
-    result = clear("iterative_price", requests, order_book, {"max_rounds": 100})
+    result = clear("iterative_price", requests, order_book)
     check_invariants(result, requests, order_book)
-    assert result.converged
-    assert result.rounds <= 100
+    assert (result.converged, result.rounds) == (True, 3)
+    assert result.prices == pytest.approx({"r1": 0.02, "r2": 0.1 / 3})
+    assert {a.bid_id: a.p_kw for a in result.awards} == {"m": 3.0, "n": 1.0}
+
+
+def test_step_is_damped_when_the_gap_changes_sign() -> None:
+    """lambda = (50, 50), steps (0.1, 0.1), v = (100, 100), dv = (1, 1), damping 0.5.
+
+    r0 was short (+0.5) and is now over-supplied (-0.4): sign flip -> step 0.05, and
+    lambda0 = 50 + 0.05 x 100 x (-0.4) = 48. r1 stays short (+0.5 -> +0.2): no flip,
+    lambda1 = 50 + 0.1 x 100 x 0.2 = 52. A gap of 3 x dv is clipped to 1: lambda capped at v.
+    """
+    duals, steps = next_prices(
+        np.array([50.0, 50.0]),
+        np.array([0.1, 0.1]),
+        np.array([-0.4, 0.2]),
+        np.array([0.5, 0.5]),
+        np.ones(2),
+        np.full(2, 100.0),
+        0.5,
+    )
+    assert steps.tolist() == [0.05, 0.1]
+    assert duals.tolist() == pytest.approx([48.0, 52.0])
+    capped, _ = next_prices(
+        np.array([95.0]),
+        np.array([0.1]),
+        np.array([3.0]),
+        np.array([1.0]),
+        np.ones(1),
+        np.array([100.0]),
+        0.5,
+    )
+    assert capped.tolist() == [100.0]
 
 
 def test_responder_must_have_respond() -> None:
