@@ -14,6 +14,7 @@ from enum import StrEnum
 from itertools import pairwise
 from typing import Annotated, Any, Literal, Self
 
+import numpy as np
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -288,6 +289,21 @@ class ClearingResult(_Message):
     def cost_eur(self) -> float:
         """Total the buyers owe if every award is delivered in full."""
         return sum(award.cost_eur for award in self.awards)
+
+    def award_arrays(self) -> dict[str, np.ndarray]:
+        """Awards as numpy columns, for aggregating by book row in a simulator.
+
+        Returns:
+            ``book_row`` (int64), ``p_kw``, ``q_kvar``, ``price_eur_per_kwh`` and
+            ``price_eur_per_kvarh`` (float64), one element per award, in award order.
+        """
+        n = len(self.awards)
+        columns: dict[str, np.ndarray] = {
+            "book_row": np.fromiter((a.book_row for a in self.awards), np.int64, n)
+        }
+        for name in ("p_kw", "q_kvar", "price_eur_per_kwh", "price_eur_per_kvarh"):
+            columns[name] = np.fromiter((getattr(a, name) for a in self.awards), np.float64, n)
+        return columns
 
 
 SettlementFlag = Literal["ok", "under", "over"]

@@ -153,7 +153,7 @@ def _solve(
     has_min = matrix.minimum > _TOLERANCE
     highs = _new_highs(params)
     if has_min.any() and has_min.sum() <= params.mip_max_indivisible:
-        _pass_lp(highs, matrix, cost, matrix.minimum.copy(), upper, has_min)
+        _pass_lp(highs, matrix, cost, np.where(has_min, matrix.minimum, 0.0), upper, has_min)
         _run(highs)
         x = np.asarray(highs.getSolution().col_value)[:n_bid]
         on = has_min & (x > _TOLERANCE)

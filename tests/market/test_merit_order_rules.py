@@ -28,6 +28,10 @@ def test_pay_as_bid_pays_each_its_own_ask() -> None:
     assert result.cost_eur == pytest.approx(0.1375, abs=1e-12)
     assert result.prices == {"r1": 0.10}
     assert result.unserved_p_kw == {"r1": 0.0}
+    columns = result.award_arrays()
+    assert columns["book_row"].tolist() == [0, 1]
+    assert columns["p_kw"].tolist() == [3.0, 5.0]
+    assert columns["price_eur_per_kwh"].tolist() == [0.10, 0.05]
 
 
 def test_pay_as_clear_pays_the_marginal_ask() -> None:
