@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
+from service.auth import KeyCache
 from service.clock import Clock
 from service.config import ServiceConfig
 from service.db import Database
@@ -65,7 +66,13 @@ def create_app(
         config = ServiceConfig.model_validate(config.model_dump() | overrides)
     db = Database(db_url, schema=db_schema or config.db_schema)
     clock = clock or config.clock.build()
-    state = ServiceState(db=db, config=config, clock=clock, scheduler=Scheduler(db, config, clock))
+    state = ServiceState(
+        db=db,
+        config=config,
+        clock=clock,
+        scheduler=Scheduler(db, config, clock),
+        key_cache=KeyCache(config.auth_cache_seconds),
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

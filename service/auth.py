@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -22,7 +23,7 @@ from sqlalchemy import select
 from service.models import Participant
 from service.problems import ProblemError
 
-__all__ = ["Principal", "Role", "hash_key", "new_api_key", "require"]
+__all__ = ["KeyCache", "Principal", "Role", "hash_key", "new_api_key", "require"]
 
 KEY_PREFIX = "gbk_"
 _bearer = HTTPBearer(auto_error=False)
@@ -69,12 +70,16 @@ async def authenticate(
     key = credentials.credentials
     if not key.startswith(KEY_PREFIX) or len(key) > 128:
         raise _unauthorized("unknown API key")
-    db = request.app.state.service.db
-    async with db.read() as session:
+    state = request.app.state.service
+    digest = hash_key(key)
+    cached = state.key_cache.get(digest)
+    if cached is not None:
+        return cached
+    async with state.db.read() as session:
         row = (
             await session.execute(
                 select(Participant.id, Participant.role, Participant.revoked_at).where(
-                    Participant.key_hash == hash_key(key)
+                    Participant.key_hash == digest
                 )
             )
         ).first()
@@ -82,7 +87,43 @@ async def authenticate(
         raise _unauthorized("unknown API key")
     if row.revoked_at is not None:
         raise _unauthorized("revoked API key")
-    return Principal(id=row.id, role=Role(row.role))
+    principal = Principal(id=row.id, role=Role(row.role))
+    state.key_cache.put(digest, principal)
+    return principal
+
+
+class KeyCache:
+    """Recently authenticated keys (by hash), so a busy agent costs no lookup per request.
+
+    Entries live ``ttl_s`` seconds of monotonic time; revoking a participant through the API
+    clears the cache at once, so a revocation takes effect on the next request. (A key
+    revoked directly in the database by another process is honoured within ``ttl_s``.)
+
+    Args:
+        ttl_s: lifetime of an entry; 0 disables the cache.
+    """
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[Principal, float]] = {}
+
+    def get(self, digest: str) -> Principal | None:
+        """The cached principal for a key hash, if fresh."""
+        entry = self._entries.get(digest)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, digest: str, principal: Principal) -> None:
+        """Remember a freshly authenticated key."""
+        if self.ttl_s > 0:
+            if len(self._entries) > 100_000:
+                self._entries.clear()
+            self._entries[digest] = (principal, time.monotonic() + self.ttl_s)
+
+    def clear(self) -> None:
+        """Forget everything (after a revocation)."""
+        self._entries.clear()
 
 
 def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:

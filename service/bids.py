@@ -103,7 +103,17 @@ async def _accept_bid(
                 "send a higher version to replace it",
                 bid.version,
             )
-    asset = await session.get(Asset, bid.asset_id)
+    pair = (
+        await session.execute(
+            select(Asset, Round)
+            .join(Round, Round.slot_start == bid.t_start)
+            .where(Asset.id == bid.asset_id)
+            .with_for_update(read=True, of=Round)
+        )
+    ).first()
+    asset, rnd = (pair[0], pair[1]) if pair is not None else (None, None)
+    if asset is None:
+        asset = await session.get(Asset, bid.asset_id)
     if asset is None or asset.participant_id != principal.id:
         raise ProblemError.field(
             404, "Unknown asset", "asset_id", "no such asset registered to you", bid.asset_id
@@ -135,7 +145,7 @@ async def _accept_bid(
             f"version {latest.version} is already accepted",
             bid.version,
         )
-    rnd = await _open_round(session, bid.t_start, now, "bid")
+    rnd = _check_round(rnd, bid.t_start, now, "bid")
     if latest is not None and latest.round_id != rnd.id:
         raise ProblemError.field(
             409,
@@ -242,6 +252,11 @@ async def _open_round(session: AsyncSession, t_start: datetime, now: datetime, w
     rnd = await session.scalar(
         select(Round).where(Round.slot_start == t_start).with_for_update(read=True)
     )
+    return _check_round(rnd, t_start, now, what)
+
+
+def _check_round(rnd: Round | None, t_start: datetime, now: datetime, what: str) -> Round:
+    """``rnd`` if it exists and accepts input at ``now``; otherwise the problem to answer."""
     if rnd is None:
         raise ProblemError.field(
             422,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.auth import KeyCache
 from service.clock import Clock
 from service.config import ServiceConfig
 from service.db import Database
@@ -23,6 +24,7 @@ class ServiceState:
     config: ServiceConfig
     clock: Clock
     scheduler: Scheduler
+    key_cache: KeyCache
 
 
 def get_state(request: Request) -> ServiceState:

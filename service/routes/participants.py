@@ -68,4 +68,6 @@ async def revoke(
     state: StateDep,
 ) -> ParticipantOut:
     """Revoke a participant's key: its requests answer 401 from now on."""
-    return _out(await revoke_participant(state.db, participant_id, state.clock.now()))
+    row = await revoke_participant(state.db, participant_id, state.clock.now())
+    state.key_cache.clear()
+    return _out(row)

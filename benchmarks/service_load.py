@@ -1,0 +1,327 @@
+"""Load test of the coordinator: N concurrent simulated agents bidding on loopback.
+
+Starts the coordinator as a uvicorn subprocess (SQLite file, then PostgreSQL in a fresh
+schema), admits N prosumers, registers one asset each, and lets every agent submit bids
+back-to-back for ``--seconds`` over its own keep-alive connection. Every bid has a fresh id,
+targets the next round whose gate is still ahead, and must be answered 201. Afterwards every
+acknowledged bid is looked up in the database ("lost" = acknowledged but not stored).
+
+Peer, measured in the same run: the same agents calling ``GET /health`` (no auth, no
+database) for a few seconds: the HTTP ceiling of one uvicorn process on this machine.
+
+The load generator is a minimal HTTP/1.1 client on raw asyncio streams, so that the client
+costs far less CPU than the server it measures (httpx would saturate first on 2 cores).
+
+Usage::
+
+    python benchmarks/service_load.py --seconds 300 --agents 1000
+    python benchmarks/service_load.py --seconds 30 --backends sqlite
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import yaml
+from sqlalchemy import select
+
+from service.db import Database
+from service.models import Bid
+from service.participants import create_participant
+
+SLOT = timedelta(minutes=15)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+@dataclass
+class Stats:
+    """What the agents saw."""
+
+    latencies_s: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    acked: list[tuple[str, str]] = field(default_factory=list)
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection with just enough protocol for JSON APIs."""
+
+    def __init__(self, port: int, key: str | None) -> None:
+        self.port = port
+        self.auth = f"Authorization: Bearer {key}\r\n" if key else ""
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{self.auth}"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("server closed the connection")
+        status = int(status_line.split()[1])
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited during start-up")
+        try:
+            status, _ = await Connection(port, None).request("GET", "/health")
+            if status == 200:
+                return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise TimeoutError("server did not become healthy")
+
+
+async def _admit(db: Database, n: int, now: datetime) -> dict[str, str]:
+    keys = {}
+    for i in range(n):
+        _, keys[f"agent{i:05d}"] = await create_participant(db, f"agent{i:05d}", "prosumer", now)
+    return keys
+
+
+async def _register(port: int, keys: dict[str, str]) -> None:
+    async def one(i: int, pid: str, key: str) -> None:
+        conn = Connection(port, key)
+        body = json.dumps({"asset_id": f"{pid}-a", "bus": i % 200, "p_max_kw": 50.0}).encode()
+        status, text = await conn.request("POST", "/v1/assets", body)
+        conn.close()
+        if status != 201:
+            raise RuntimeError(f"asset registration failed: {status} {text[:200]!r}")
+
+    items = list(keys.items())
+    for start in range(0, len(items), 100):
+        await asyncio.gather(
+            *(one(start + j, pid, key) for j, (pid, key) in enumerate(items[start : start + 100]))
+        )
+
+
+def _target_slot(gate_lead: timedelta, margin: timedelta) -> datetime:
+    """The first slot whose gate is at least ``margin`` ahead of now."""
+    now = datetime.now(UTC)
+    slot = now - (now - EPOCH) % SLOT + SLOT
+    while slot - gate_lead - margin <= now:
+        slot += SLOT
+    return slot
+
+
+async def _agent(
+    port: int, pid: str, key: str, until: float, stats: Stats, gate_lead: timedelta
+) -> None:
+    conn = Connection(port, key)
+    n = 0
+    try:
+        while time.monotonic() < until:
+            n += 1
+            slot = _target_slot(gate_lead, timedelta(seconds=5))
+            bid_id = f"{pid}-{n}"
+            body = json.dumps(
+                {
+                    "bid_id": bid_id,
+                    "seller_id": pid,
+                    "asset_id": f"{pid}-a",
+                    "bus": int(pid[5:]) % 200,
+                    "direction": "up" if n % 2 else "down",
+                    "p_kw": 1.0 + n % 20,
+                    "price_eur_per_kwh": round(0.05 + (n % 30) / 100, 2),
+                    "t_start": slot.isoformat(),
+                    "t_end": (slot + SLOT).isoformat(),
+                }
+            ).encode()
+            t0 = time.perf_counter()
+            try:
+                status, text = await conn.request("POST", "/v1/bids", body)
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                stats.error(type(exc).__name__)
+                conn.close()
+                conn = Connection(port, key)
+                continue
+            stats.latencies_s.append(time.perf_counter() - t0)
+            if status == 201:
+                stats.acked.append((pid, bid_id))
+            else:
+                stats.error(f"HTTP {status}: {text[:80]!r}")
+    finally:
+        conn.close()
+
+
+async def _peer(port: int, n_agents: int, seconds: float) -> tuple[float, float, float]:
+    """The HTTP ceiling: ``GET /health`` from every agent; returns (req/s, p50, p99)."""
+    latencies: list[float] = []
+    until = time.monotonic() + seconds
+
+    async def one() -> None:
+        conn = Connection(port, None)
+        while time.monotonic() < until:
+            t0 = time.perf_counter()
+            await conn.request("GET", "/health")
+            latencies.append(time.perf_counter() - t0)
+        conn.close()
+
+    start = time.monotonic()
+    await asyncio.gather(*(one() for _ in range(n_agents)))
+    elapsed = time.monotonic() - start
+    lat = np.array(latencies)
+    return len(lat) / elapsed, float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+
+
+async def run_backend(
+    name: str, url: str, schema: str | None, args: argparse.Namespace, workdir: Path
+) -> dict[str, object]:
+    """Start a server on ``url``, load it, check durability, stop it; return the figures."""
+    gate_lead = timedelta(minutes=5)
+    config = {
+        "rule": "pay_as_bid",
+        "slot_minutes": 15,
+        "gate_closure_minutes": 5,
+        "open_ahead_slots": 8,
+        "db_schema": schema,
+    }
+    config_path = workdir / f"{name}.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    db = Database(url, schema=schema)
+    await db.create_schema()
+    keys = await _admit(db, args.agents, datetime.now(UTC))
+    port = _free_port()
+    log = (workdir / f"{name}.log").open("wb")
+    proc = subprocess.Popen(  # noqa: S603
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--db",
+            url,
+            "--port",
+            str(port),
+            "--config",
+            str(config_path),
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        await _wait_healthy(port, proc)
+        await _register(port, keys)
+        stats = Stats()
+        start = time.monotonic()
+        until = start + args.seconds
+        await asyncio.gather(
+            *(_agent(port, pid, key, until, stats, gate_lead) for pid, key in keys.items())
+        )
+        elapsed = time.monotonic() - start
+        peer = await _peer(port, args.agents, args.peer_seconds)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    async with db.read() as session:
+        stored = set((await session.execute(select(Bid.participant_id, Bid.bid_id))).all())
+    lost = sum(1 for a in stats.acked if a not in stored)
+    if schema is not None:
+        await db.drop_schema()
+    await db.dispose()
+    lat = np.array(stats.latencies_s) if stats.latencies_s else np.array([np.nan])
+    return {
+        "backend": name,
+        "agents": args.agents,
+        "seconds": round(elapsed, 1),
+        "bids_acked": len(stats.acked),
+        "bids_per_s": len(stats.acked) / elapsed,
+        "p50_ms": float(np.percentile(lat, 50)) * 1e3,
+        "p99_ms": float(np.percentile(lat, 99)) * 1e3,
+        "errors": sum(stats.errors.values()),
+        "error_kinds": stats.errors,
+        "lost": lost,
+        "peer_health_req_per_s": peer[0],
+        "peer_p50_ms": peer[1] * 1e3,
+        "peer_p99_ms": peer[2] * 1e3,
+    }
+
+
+def _print(row: dict[str, object]) -> None:
+    print(
+        f"{row['backend']:>10}: {row['agents']} agents, {row['seconds']} s: "
+        f"{row['bids_per_s']:.0f} bids/s ({row['bids_acked']} acknowledged), "
+        f"p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, errors {row['errors']}, "
+        f"lost {row['lost']} | peer GET /health: {row['peer_health_req_per_s']:.0f} req/s, "
+        f"p50 {row['peer_p50_ms']:.1f} ms, p99 {row['peer_p99_ms']:.1f} ms"
+    )
+    if row["error_kinds"]:
+        print(f"{'':>12}error kinds: {row['error_kinds']}")
+
+
+async def main() -> None:
+    """Parse options, run each backend, print one line per backend."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=300.0)
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--pg-url", default=os.environ.get("GRIDBID_TEST_POSTGRES_URL", DEFAULT_PG))
+    parser.add_argument("--peer-seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    print(
+        f"service_load: {args.agents} concurrent agents on loopback, {args.seconds:.0f} s "
+        f"per backend, {os.cpu_count()} CPUs; targets (PostgreSQL): >= 2000 bids/s, "
+        "p99 <= 50 ms, 0 errors, 0 lost"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for backend in args.backends.split(","):
+            if backend == "sqlite":
+                row = await run_backend(
+                    "sqlite", f"sqlite+aiosqlite:///{workdir / 'load.sqlite'}", None, args, workdir
+                )
+            elif backend == "postgresql":
+                schema = f"bench_{uuid.uuid4().hex[:12]}"
+                row = await run_backend("postgresql", args.pg_url, schema, args, workdir)
+            else:
+                raise SystemExit(f"--backends: unknown backend {backend!r}")
+            _print(row)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
