@@ -1,0 +1,219 @@
+"""Parameter sets of the agents' assets, and the named presets (home, school, ...).
+
+A preset is a :class:`SiteSpec`: which assets a site owns and their parameters. Agent
+types differ by parameters, not by subclasses: a school is a building with a large PV roof,
+a daytime load profile and a heat pump for a large thermal mass; a community battery is a
+site with only a battery. Numbers come from ../shared/IDRIJA.md (H = sourced, EST =
+estimate, as marked there); each field says its unit.
+"""
+
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "PRESETS",
+    "BatterySpec",
+    "EVSpec",
+    "HeatPumpSpec",
+    "PVSpec",
+    "SiteSpec",
+    "TankSpec",
+]
+
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Efficiency = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+Hour = Annotated[float, Field(ge=0, lt=24, allow_inf_nan=False)]
+Celsius = Annotated[float, Field(ge=-50, le=60, allow_inf_nan=False)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BatterySpec(_Spec):
+    """A battery: home or community. Round trip 0.92 x 0.92 ≈ 0.85 AC-AC (IDRIJA.md, H)."""
+
+    capacity_kwh: Positive = 10.0
+    p_max_kw: Positive = 5.0
+    eta_charge: Efficiency = 0.92
+    eta_discharge: Efficiency = 0.92
+    soc_min: Share = 0.1
+    soc_max: Share = 0.95
+    soc_init: Share = 0.5
+    wear_eur_per_kwh: NonNegative = 0.07  # degradation per kWh throughput, 0.05–0.09 (EST)
+
+    @model_validator(mode="after")
+    def _soc_order(self) -> Self:
+        if not self.soc_min <= self.soc_init <= self.soc_max:
+            raise ValueError(
+                f"soc_init={self.soc_init} must lie in [soc_min={self.soc_min}, "
+                f"soc_max={self.soc_max}]"
+            )
+        return self
+
+
+class HeatPumpSpec(_Spec):
+    """An air-to-water heat pump heating a building modelled as 1R1C.
+
+    Defaults: a partly renovated 150 m² house, UA ~0.24 kW/K, C ~9 kWh/K (time constant
+    ~38 h), ~8 kW design heat load at −13 °C (IDRIJA.md, EST); heat pump ≤ 10 kW thermal,
+    so 4.5 kW electric at the COP floor of 1.8 covers the design load.
+    """
+
+    p_max_kw: Positive = 4.5
+    ua_kw_per_k: Positive = 0.24
+    c_kwh_per_k: Positive = 9.0
+    t_min_c: Celsius = 20.0
+    t_max_c: Celsius = 23.0
+    t_init_c: Celsius = 21.0
+    gains_kw: NonNegative = 0.3  # occupants, appliances, sun (EST)
+    cop_at_7c: Positive = 3.2
+    cop_slope_per_k: NonNegative = 0.08
+    cop_min: Positive = 1.8
+    cop_max: Positive = 5.0
+
+    @model_validator(mode="after")
+    def _band(self) -> Self:
+        if not self.t_min_c < self.t_max_c:
+            raise ValueError(f"t_min_c={self.t_min_c} must be below t_max_c={self.t_max_c}")
+        if not self.t_min_c <= self.t_init_c <= self.t_max_c:
+            raise ValueError(
+                f"t_init_c={self.t_init_c} must lie in [{self.t_min_c}, {self.t_max_c}]"
+            )
+        return self
+
+
+class EVSpec(_Spec):
+    """An electric car charged at home: ~40 km/day → 6–8 kWh/day, 7.4 or 11 kW chargers (H/EST)."""
+
+    capacity_kwh: Positive = 50.0
+    p_max_kw: Positive = 7.4
+    eta: Efficiency = 0.92
+    arrival_hour: Hour = 18.0  # local time
+    departure_hour: Hour = 7.0
+    trip_kwh: NonNegative = 7.0  # energy used while away each day
+    target_soc: Share = 0.8  # state of charge wanted at departure
+    soc_init: Share = 0.6
+
+
+class TankSpec(_Spec):
+    """The district-heating plant's electric boiler / heat pump and its hot-water tank.
+
+    Defaults (IDRIJA.md, EST): a 150 m³ tank over 40 K holds 150 x 1.163 x 40 ≈ 7 MWh of heat;
+    a 0.8 MW electric boiler; the electric units serve a share of the city's heat demand
+    (2–4 MW peak), the fuel boilers the rest.
+    """
+
+    capacity_kwh: Positive = 7000.0
+    p_max_kw: Positive = 800.0
+    efficiency: Positive = 0.99  # kWh of heat per kWh of electricity (a heat pump: its COP)
+    retention_per_h: Efficiency = 0.999
+    electric_share: Share = 0.25
+    heat_ua_kw_per_k: Positive = 110.0  # city heat demand per K below 15 °C
+    heat_base_kw: NonNegative = 250.0  # hot water and losses all year
+    soc_init: Share = 0.5
+    soc_min: Share = 0.05
+    soc_max: Share = 0.95
+
+
+class PVSpec(_Spec):
+    """Rooftop PV: curtailable; the inverter can absorb or inject reactive power."""
+
+    kwp: Positive = 6.0
+    inverter_kva: Positive = 6.6
+    q_cost_eur_per_kvarh: NonNegative = 0.01  # inverter losses and wear (EST)
+
+
+class SiteSpec(_Spec):
+    """What one agent (a building, a battery, a heating plant) owns and how it behaves.
+
+    Attributes:
+        kind: agent type reported in results (``building``, ``storage``, ``heating_plant``).
+        annual_load_kwh: yearly inflexible consumption, scales the base-load profile.
+        load_profile: simbench load-profile name for the base load (``H0-A`` homes,
+            ``G1-A`` weekday-daytime business like a school, ``G2-A`` evening business
+            like a sports centre); empty = the net element's own profile.
+        forecast_sigma: relative error of the agent's own load/PV forecast.
+        strategy: bidding strategy name (``truthful``, ``markup``, ``learning``).
+        markup: margin over cost for ``markup`` (a fraction: 0.2 = +20 %), and the starting
+            margin for ``learning``.
+    """
+
+    kind: str = "building"
+    annual_load_kwh: NonNegative = 4000.0
+    load_profile: str = ""
+    pv: PVSpec | None = None
+    heat_pump: HeatPumpSpec | None = None
+    ev: EVSpec | None = None
+    battery: BatterySpec | None = None
+    tank: TankSpec | None = None
+    forecast_sigma: NonNegative = 0.1
+    strategy: str = "truthful"
+    markup: NonNegative = 0.0
+
+
+PRESETS: dict[str, SiteSpec] = {
+    # A household: ~4,000 kWh/yr (IDRIJA.md, H).
+    "home": SiteSpec(annual_load_kwh=4000.0, load_profile="H0-A"),
+    "home_pv": SiteSpec(annual_load_kwh=4000.0, load_profile="H0-A", pv=PVSpec()),
+    "home_pv_battery": SiteSpec(
+        annual_load_kwh=4000.0, load_profile="H0-A", pv=PVSpec(), battery=BatterySpec()
+    ),
+    "home_heat_pump": SiteSpec(
+        annual_load_kwh=4000.0, load_profile="H0-A", heat_pump=HeatPumpSpec()
+    ),
+    "home_ev": SiteSpec(annual_load_kwh=4000.0, load_profile="H0-A", ev=EVSpec()),
+    "home_all": SiteSpec(
+        annual_load_kwh=4000.0,
+        load_profile="H0-A",
+        pv=PVSpec(),
+        heat_pump=HeatPumpSpec(),
+        ev=EVSpec(),
+        battery=BatterySpec(),
+    ),
+    # OŠ Idrija: 100–180 MWh/yr electricity, roof PV 150–250 kWp, open Mon–Fri 07–16 (EST);
+    # heat pump for part of ~7,000 m² (the rest from the district heating).
+    "school": SiteSpec(
+        annual_load_kwh=140_000.0,
+        load_profile="G1-A",
+        pv=PVSpec(kwp=200.0, inverter_kva=220.0),
+        heat_pump=HeatPumpSpec(
+            p_max_kw=60.0,
+            ua_kw_per_k=4.0,
+            c_kwh_per_k=400.0,
+            t_min_c=19.0,
+            t_max_c=22.0,
+            t_init_c=20.5,
+            gains_kw=8.0,
+        ),
+        battery=BatterySpec(capacity_kwh=100.0, p_max_kw=50.0),
+    ),
+    # Sports centre (Modra dvorana): 1,500–2,500 m², 30–60 kWh/m² electricity, open 07–22
+    # incl. weekends, roof PV 150–300 kWp (EST); a heated hall with a large thermal mass.
+    "sports_centre": SiteSpec(
+        annual_load_kwh=90_000.0,
+        load_profile="G2-A",
+        pv=PVSpec(kwp=200.0, inverter_kva=220.0),
+        heat_pump=HeatPumpSpec(
+            p_max_kw=50.0,
+            ua_kw_per_k=3.0,
+            c_kwh_per_k=300.0,
+            t_min_c=16.0,
+            t_max_c=20.0,
+            t_init_c=18.0,
+            gains_kw=5.0,
+        ),
+    ),
+    "heating_plant": SiteSpec(
+        kind="heating_plant", annual_load_kwh=20_000.0, load_profile="G0-A", tank=TankSpec()
+    ),
+    # Community battery, 300–500 EUR/kWh installed (EST): 200 kWh / 100 kW.
+    "community_battery": SiteSpec(
+        kind="storage",
+        annual_load_kwh=0.0,
+        battery=BatterySpec(capacity_kwh=200.0, p_max_kw=100.0, wear_eur_per_kwh=0.05),
+    ),
+}
