@@ -15,9 +15,30 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from market_helpers import T0, T1, TOL, check_invariants, request
 
-from market import FlexRequest, MeterReading, OrderBook, clear, settle
+from market import ClearingResult, FlexRequest, MeterReading, OrderBook, clear, settle
 
-RULES = ["pay_as_bid", "pay_as_clear", "locational", "iterative_price"]
+
+class _NoisyResponder:
+    """Answers anything from nothing to twice the offer, seeded: the rule must clip it."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def respond(
+        self, book: OrderBook, price_p: np.ndarray, price_q: np.ndarray, round_index: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        scale = self.rng.uniform(0.0, 2.0, (2, len(book)))
+        return scale[0] * book.p_kw, scale[1] * book.q_kvar
+
+
+RULES = [
+    ("pay_as_bid", {}),
+    ("pay_as_clear", {}),
+    ("locational", {}),
+    ("locational", {"mip_max_indivisible": 0}),
+    ("iterative_price", {}),
+    ("iterative_price", {"responder": "noisy"}),
+]
 BUSES = st.integers(0, 5)
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -64,15 +85,23 @@ def request_lists(draw: st.DrawFn) -> list[FlexRequest]:
     ]
 
 
-@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize(("rule", "params"), RULES, ids=lambda v: str(v) if v else "default")
 @SETTINGS
 @given(order_book=order_books(), requests=request_lists(), data=st.data())
 def test_invariants_and_settlement_balance_after_every_clearing(
-    rule: str, order_book: OrderBook, requests: list[FlexRequest], data: st.DataObject
+    rule: str,
+    params: dict[str, object],
+    order_book: OrderBook,
+    requests: list[FlexRequest],
+    data: st.DataObject,
 ) -> None:
-    result = clear(rule, requests, order_book)
+    def run() -> ClearingResult:
+        fresh = {k: _NoisyResponder(3) if v == "noisy" else v for k, v in params.items()}
+        return clear(rule, requests, order_book, fresh)
+
+    result = run()
     check_invariants(result, requests, order_book)
-    assert clear(rule, requests, order_book) == result, "not deterministic"
+    assert run() == result, "not deterministic"
     readings = [
         MeterReading(
             asset_id=asset,
