@@ -5,17 +5,23 @@ Build the app with :func:`create_app`; drive time with a :class:`~service.clock.
 
 from service.app import create_app
 from service.auth import Role
+from service.client import AgentClient, AssetSpec, ClientAgent, MeterValue, ServiceError
 from service.clock import AcceleratedClock, Clock, ManualClock, SystemClock
 from service.config import ServiceConfig, load_config
 from service.scheduler import Scheduler
 
 __all__ = [
     "AcceleratedClock",
+    "AgentClient",
+    "AssetSpec",
+    "ClientAgent",
     "Clock",
     "ManualClock",
+    "MeterValue",
     "Role",
     "Scheduler",
     "ServiceConfig",
+    "ServiceError",
     "SystemClock",
     "create_app",
     "load_config",

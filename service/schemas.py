@@ -120,8 +120,9 @@ class FlexRequestAck(BaseModel):
 
 
 class AwardOut(BaseModel):
-    """One award of a cleared round."""
+    """One award of a cleared round; ``id`` increases, use it as a polling cursor."""
 
+    id: int
     round_id: int
     bid_id: str
     asset_id: str

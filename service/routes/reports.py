@@ -25,6 +25,7 @@ _parties = require(Role.PROSUMER, Role.DSO, Role.OPERATOR)
 
 def _award_out(row: Award) -> AwardOut:
     return AwardOut(
+        id=row.pk,
         round_id=row.round_id,
         bid_id=row.bid_id,
         asset_id=row.asset_id,
