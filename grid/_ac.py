@@ -31,9 +31,7 @@ def jacobian(ybus: sp.csr_matrix, v: np.ndarray, pq: np.ndarray) -> sp.csc_matri
     ds_dva = 1j * diag_v @ (sp.diags(i_bus) - ybus @ diag_v).conj()
     ds_dvm = sp.csr_matrix(ds_dvm)[pq][:, pq]
     ds_dva = sp.csr_matrix(ds_dva)[pq][:, pq]
-    return sp.bmat(
-        [[ds_dva.real, ds_dvm.real], [ds_dva.imag, ds_dvm.imag]], format="csc"
-    )
+    return sp.bmat([[ds_dva.real, ds_dvm.real], [ds_dva.imag, ds_dvm.imag]], format="csc")
 
 
 def newton(

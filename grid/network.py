@@ -283,4 +283,3 @@ def _elements(net: pp.pandapowerNet, table: str, bus_ids: np.ndarray) -> dict[st
         "q_mvar": df.q_mvar.to_numpy(float) * scaling,
         "profile": np.asarray(profile, dtype=str).reshape(len(df)),
     }
-

@@ -102,10 +102,18 @@ class _Solver:
     def sweep(self, v: np.ndarray, s_conj: np.ndarray, abs_s2: np.ndarray) -> np.ndarray:
         """One fixed-point sweep of every column of ``v`` in place; returns the mismatches."""
         mismatch = np.empty(v.shape[1])
-        work = np.empty_like(v)
+        work = np.empty((v.shape[0], _kernels.BLOCK), complex)
         _kernels.sweep(
-            v, s_conj, abs_s2, self.v_noload, self.perm_r, self.perm_c,
-            *self.lower, *self.upper, work, mismatch,
+            v,
+            s_conj,
+            abs_s2,
+            self.v_noload,
+            self.perm_r,
+            self.perm_c,
+            *self.lower,
+            *self.upper,
+            work,
+            mismatch,
         )
         return mismatch
 
@@ -249,9 +257,7 @@ def _newton_fallback(
     v0[model.slack_nodes] = model.v_slack
     v0[solver.pq] = solver.v_noload
     with np.errstate(all="ignore"):
-        return newton(
-            model.ybus, s_node, v0, solver.pq, tol_pu=tol_pu, max_iter=NEWTON_MAX_ITER
-        )
+        return newton(model.ybus, s_node, v0, solver.pq, tol_pu=tol_pu, max_iter=NEWTON_MAX_ITER)
 
 
 def _result(
@@ -267,8 +273,13 @@ def _result(
     model = network.model
     vm, va = _kernels.bus_polar(v_node, model.node_of_bus)
     loading, p_from, losses = _kernels.branch_flows(
-        v_node, model.branch_from_node, model.branch_to_node, *solver.y_branch,
-        model.loading_scale_from, model.loading_scale_to, model.base_mva,
+        v_node,
+        model.branch_from_node,
+        model.branch_to_node,
+        *solver.y_branch,
+        model.loading_scale_from,
+        model.loading_scale_to,
+        model.base_mva,
     )
     failed = ~converged
     for array in (vm, va, loading, p_from, losses):

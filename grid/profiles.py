@@ -1,8 +1,10 @@
 """simbench's year of 15-minute profiles, and per-bus injections for a time window.
 
 simbench ships one leap year (2016, 35,136 quarter-hours) of relative profiles; simbench's own
-``get_absolute_values`` multiplies them by each element's ``p_mw``/``q_mvar``. The time stamps
-are read as UTC (simbench's year has no daylight-saving gaps). Signs follow each element
+``get_absolute_values`` multiplies them by each element's ``p_mw``/``q_mvar``. simbench's time
+stamps are German local time (they skip 02:00-02:45 on 27 March and repeat it on 30 October);
+they are localised to Europe/Berlin and converted to UTC, which gives 35,136 strictly
+consecutive UTC quarter-hours from 2015-12-31 23:00 UTC. Signs follow each element
 table (load: consumption, sgen: generation, storage: charging); :func:`bus_injections` turns
 them into per-bus consumption, the sign :func:`grid.powerflow` takes.
 """
@@ -21,6 +23,7 @@ from grid.network import Network
 from grid.sources import simbench_net
 
 _TIME_FORMAT = "%d.%m.%Y %H:%M"
+_LOCAL_ZONE = "Europe/Berlin"
 
 
 @functools.lru_cache(maxsize=4)
@@ -36,8 +39,8 @@ def simbench_profiles(code: str) -> dict[str, pd.DataFrame]:
         labelled by its pandapower index.
     """
     net = simbench_net(code, with_profiles=True)
-    stamps = pd.to_datetime(net.profiles["load"]["time"], format=_TIME_FORMAT, utc=True)
-    index = pd.DatetimeIndex(stamps, name="time")
+    local = pd.DatetimeIndex(pd.to_datetime(net.profiles["load"]["time"], format=_TIME_FORMAT))
+    index = local.tz_localize(_LOCAL_ZONE, ambiguous="infer").tz_convert("UTC").rename("time")
     absolute = sb.get_absolute_values(net, profiles_instead_of_study_cases=True)
     frames = {}
     for (table, column), frame in absolute.items():
