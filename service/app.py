@@ -13,6 +13,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from service.auth import KeyCache
+from service.batching import BidBatcher
 from service.clock import Clock
 from service.config import ServiceConfig
 from service.db import Database
@@ -72,6 +73,7 @@ def create_app(
         clock=clock,
         scheduler=Scheduler(db, config, clock),
         key_cache=KeyCache(config.auth_cache_seconds),
+        bids=BidBatcher(db, config, clock),
     )
 
     @asynccontextmanager
@@ -83,6 +85,7 @@ def create_app(
             yield
         finally:
             await state.scheduler.stop()
+            await state.bids.stop()
             await db.dispose()
 
     app = FastAPI(

@@ -32,7 +32,14 @@ from service.models import Asset, Bid, FlexRequest, Round
 from service.problems import FieldError, ProblemError
 from service.rounds import OPEN
 
-__all__ = ["Accepted", "accept_bid", "accept_request", "body_hash"]
+__all__ = [
+    "Accepted",
+    "accept_bid",
+    "accept_request",
+    "body_hash",
+    "prepare_bid",
+    "store_bid",
+]
 
 _RETRIES = 3
 
@@ -51,14 +58,13 @@ def body_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def accept_bid(
-    db: Database, config: ServiceConfig, principal: Principal, bid: MarketBid, now: datetime
-) -> Accepted:
-    """Store a prosumer's bid version, or refuse it with a problem naming the field.
+def prepare_bid(
+    config: ServiceConfig, principal: Principal, bid: MarketBid
+) -> tuple[dict[str, Any], str]:
+    """The checks that need no database; return the bid's JSON body and its hash.
 
     Raises:
-        ProblemError: 404 unknown/foreign asset, 409 replay conflict / stale version / gate
-            closed, 422 seller, bus, rating, interval or slot problems.
+        ProblemError: 422 for interval, slot or seller problems.
     """
     _check_interval(bid, config)
     if bid.seller_id != principal.id:
@@ -66,18 +72,30 @@ async def accept_bid(
             422, "Invalid bid", "seller_id", "must be your own participant id", bid.seller_id
         )
     body = bid.model_dump(mode="json")
-    digest = body_hash(body)
+    return body, body_hash(body)
+
+
+async def accept_bid(
+    db: Database, config: ServiceConfig, principal: Principal, bid: MarketBid, now: datetime
+) -> Accepted:
+    """Store a prosumer's bid version in its own transaction, or refuse it naming the field.
+
+    Raises:
+        ProblemError: 404 unknown/foreign asset, 409 replay conflict / stale version / gate
+            closed, 422 seller, bus, rating, interval or slot problems.
+    """
+    body, digest = prepare_bid(config, principal, bid)
     for attempt in range(_RETRIES):
         try:
             async with db.write() as session:
-                return await _accept_bid(session, config, principal, bid, body, digest, now)
+                return await store_bid(session, config, principal, bid, body, digest, now)
         except IntegrityError:
             if attempt == _RETRIES - 1:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def _accept_bid(
+async def store_bid(
     session: AsyncSession,
     config: ServiceConfig,
     principal: Principal,
@@ -86,6 +104,11 @@ async def _accept_bid(
     digest: str,
     now: datetime,
 ) -> Accepted:
+    """Check a prepared bid against the database and add it to ``session`` (not committed).
+
+    Raises:
+        ProblemError: as :func:`accept_bid`; nothing is added then.
+    """
     versions = (
         await session.scalars(
             select(Bid).where(Bid.participant_id == principal.id, Bid.bid_id == bid.bid_id)

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.auth import KeyCache
+from service.batching import BidBatcher
 from service.clock import Clock
 from service.config import ServiceConfig
 from service.db import Database
@@ -25,6 +26,7 @@ class ServiceState:
     clock: Clock
     scheduler: Scheduler
     key_cache: KeyCache
+    bids: BidBatcher
 
 
 def get_state(request: Request) -> ServiceState:

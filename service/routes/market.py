@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from market import Bid as MarketBid
 from market import FlexRequest as MarketFlexRequest
 from service.auth import Principal, Role, authenticate, require
-from service.bids import accept_bid, accept_request
+from service.bids import accept_request
 from service.models import Award, Bid, Clearing, FlexRequest, Round
 from service.problems import ProblemError, check_wire
 from service.scheduler import TickReport
@@ -153,7 +153,7 @@ async def post_bid(
     earlier ones until gate closure.
     """
     check_wire(body)
-    accepted = await accept_bid(state.db, state.config, principal, body, state.clock.now())
+    accepted = await state.bids.submit(principal, body)
     if not accepted.created:
         response.headers[REPLAYED] = "true"
     return _bid_ack(accepted.row)

@@ -5,6 +5,7 @@ Each case sends one request and compares the row count of every table before and
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any
@@ -221,3 +222,25 @@ async def test_asset_registration_conflicts(market) -> None:
         r = await bob.post("/v1/assets", json=body)
         assert r.status_code == 422 and _field_named(r.json(), field), r.text
     assert await market.counts() == before
+
+
+async def test_concurrent_replays_and_conflicts_store_each_bid_once(market) -> None:
+    """40 bids sent concurrently, each twice, plus a changed body for every fourth: each id
+    is stored once, replays get the same answer, and of two different bodies under one id
+    exactly one is acknowledged (201) and stored, the other answers 409."""
+    alice = market.parties["alice"].client
+    sends = []
+    for i in range(40):
+        body = bid_body(bid_id=f"c{i}", p_kw=1.0 + i % 5)
+        sends += [("same", i, body), ("same", i, body)]
+        if i % 4 == 0:
+            sends.append(("changed", i, bid_body(bid_id=f"c{i}", p_kw=9.5)))
+    answers = await asyncio.gather(*(alice.post("/v1/bids", json=b) for _, _, b in sends))
+    assert (await market.counts())["bids"] == 40
+    stored = {b["bid_id"]: b["bid"] for b in (await alice.get("/v1/bids")).json()}
+    for (_, i, body), r in zip(sends, answers, strict=True):
+        if r.status_code == 201:
+            assert r.json()["bid"] == stored[f"c{i}"]
+            assert stored[f"c{i}"]["p_kw"] == body["p_kw"]
+        else:
+            assert r.status_code == 409 and stored[f"c{i}"]["p_kw"] != body["p_kw"]
