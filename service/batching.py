@@ -2,11 +2,12 @@
 
 Under load a bid's cost is dominated by its commit (an fsync on SQLite, a WAL flush on
 PostgreSQL) and, on SQLite, by waiting for the single writer. :class:`BidBatcher` queues
-checked bids and a single worker stores up to ``max_batch`` of them per transaction: each
-bid runs the same checks as alone (:func:`~service.bids.store_bid`); a refused bid adds no
-row and gets its problem; the others commit together, and only then are their answers
-released. So every acknowledged bid is durable, and the answers are the same as without
-batching.
+checked bids and a single worker stores up to ``max_batch`` of them per transaction, with
+three queries and one multi-row insert for the whole batch
+(:func:`~service.bids.store_bids`); each bid gets exactly the checks it gets alone; a
+refused bid adds no row and gets its problem; the others commit together, and only then are
+their answers released. So every acknowledged bid is durable, and the answers are the same
+as without batching.
 
 Two versions of the same ``(participant, bid_id)`` never share a batch (the later waits for
 the next one), so each bid's checks see exactly the rows committed before it. If the batch
@@ -27,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from market import Bid as MarketBid
 from service.auth import Principal
-from service.bids import Accepted, accept_bid, prepare_bid, store_bid
+from service.bids import Accepted, PreparedBid, accept_bid, prepare_bid, store_bids
 from service.clock import Clock
 from service.config import ServiceConfig
 from service.db import Database
@@ -125,26 +126,13 @@ class BidBatcher:
         return batch
 
     async def _store(self, batch: list[_Item]) -> None:
-        outcomes: list[tuple[_Item, Accepted | ProblemError]] = []
-        now = self.clock.now()
         async with self.db.write() as session:
-            for item in batch:
-                try:
-                    accepted = await store_bid(
-                        session,
-                        self.config,
-                        item.principal,
-                        item.bid,
-                        item.body,
-                        item.digest,
-                        now,
-                    )
-                except ProblemError as problem:
-                    outcomes.append((item, problem))
-                else:
-                    outcomes.append((item, accepted))
-            await session.flush()
-        for item, outcome in outcomes:
+            outcomes = await store_bids(
+                session,
+                [PreparedBid(i.principal, i.bid, i.body, i.digest) for i in batch],
+                self.clock.now(),
+            )
+        for item, outcome in zip(batch, outcomes, strict=True):
             if item.done.done():
                 continue
             if isinstance(outcome, ProblemError):

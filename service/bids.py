@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,11 +34,13 @@ from service.rounds import OPEN
 
 __all__ = [
     "Accepted",
+    "PreparedBid",
     "accept_bid",
     "accept_request",
     "body_hash",
     "prepare_bid",
     "store_bid",
+    "store_bids",
 ]
 
 _RETRIES = 3
@@ -95,6 +97,16 @@ async def accept_bid(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+@dataclass(frozen=True)
+class PreparedBid:
+    """A bid that passed the database-free checks, with its JSON body and hash."""
+
+    principal: Principal
+    bid: MarketBid
+    body: dict[str, Any]
+    digest: str
+
+
 async def store_bid(
     session: AsyncSession,
     config: ServiceConfig,
@@ -104,16 +116,77 @@ async def store_bid(
     digest: str,
     now: datetime,
 ) -> Accepted:
-    """Check a prepared bid against the database and add it to ``session`` (not committed).
+    """Check a prepared bid against the database and add it to ``session`` (flushed).
 
     Raises:
         ProblemError: as :func:`accept_bid`; nothing is added then.
     """
-    versions = (
-        await session.scalars(
-            select(Bid).where(Bid.participant_id == principal.id, Bid.bid_id == bid.bid_id)
+    (outcome,) = await store_bids(session, [PreparedBid(principal, bid, body, digest)], now)
+    if isinstance(outcome, ProblemError):
+        raise outcome
+    return outcome
+
+
+async def store_bids(
+    session: AsyncSession, items: list[PreparedBid], now: datetime
+) -> list[Accepted | ProblemError]:
+    """Check many prepared bids with three queries in all, and add the accepted ones.
+
+    No two items may share ``(participant, bid_id)`` (the batcher guarantees it), so each
+    item's checks see exactly the rows committed before the batch.
+
+    Returns:
+        Per item, its :class:`Accepted` (new or replayed) or the problem refusing it.
+    """
+    pairs = sorted({(i.principal.id, i.bid.bid_id) for i in items})
+    versions: dict[tuple[str, str], list[Bid]] = {}
+    for row in await session.scalars(
+        select(Bid).where(tuple_(Bid.participant_id, Bid.bid_id).in_(pairs))
+    ):
+        versions.setdefault((row.participant_id, row.bid_id), []).append(row)
+    assets = {
+        a.id: a
+        for a in await session.scalars(
+            select(Asset).where(Asset.id.in_(sorted({i.bid.asset_id for i in items})))
         )
-    ).all()
+    }
+    rounds = {
+        r.slot_start: r
+        for r in await session.scalars(
+            select(Round)
+            .where(Round.slot_start.in_(sorted({i.bid.t_start for i in items})))
+            .with_for_update(read=True)
+        )
+    }
+    outcomes: list[Accepted | ProblemError] = []
+    for item in items:
+        try:
+            outcome = _decide(
+                item,
+                versions.get((item.principal.id, item.bid.bid_id), []),
+                assets.get(item.bid.asset_id),
+                rounds.get(item.bid.t_start),
+                now,
+            )
+        except ProblemError as problem:
+            outcomes.append(problem)
+            continue
+        if outcome.created:
+            session.add(outcome.row)
+        outcomes.append(outcome)
+    await session.flush()
+    return outcomes
+
+
+def _decide(
+    item: PreparedBid,
+    versions: list[Bid],
+    asset: Asset | None,
+    rnd: Round | None,
+    now: datetime,
+) -> Accepted:
+    """Every database-backed check of one bid, given the rows it depends on."""
+    principal, bid, digest = item.principal, item.bid, item.digest
     for row in versions:
         if row.version == bid.version:
             if row.body_hash == digest:
@@ -126,17 +199,6 @@ async def store_bid(
                 "send a higher version to replace it",
                 bid.version,
             )
-    pair = (
-        await session.execute(
-            select(Asset, Round)
-            .join(Round, Round.slot_start == bid.t_start)
-            .where(Asset.id == bid.asset_id)
-            .with_for_update(read=True, of=Round)
-        )
-    ).first()
-    asset, rnd = (pair[0], pair[1]) if pair is not None else (None, None)
-    if asset is None:
-        asset = await session.get(Asset, bid.asset_id)
     if asset is None or asset.participant_id != principal.id:
         raise ProblemError.field(
             404, "Unknown asset", "asset_id", "no such asset registered to you", bid.asset_id
@@ -183,12 +245,10 @@ async def store_bid(
         version=bid.version,
         round_id=rnd.id,
         asset_id=asset.id,
-        body=body,
+        body=item.body,
         body_hash=digest,
         created_at=now,
     )
-    session.add(row)
-    await session.flush()
     return Accepted(row, created=True)
 
 
