@@ -61,3 +61,13 @@ def test_rules_are_deterministic_and_record_their_params(rule: str) -> None:
     assert first.rule == rule
     assert isinstance(first.params, dict)
     assert first.model_dump_json()
+
+
+@pytest.mark.parametrize("rule", ["pay_as_bid", "pay_as_clear", "locational", "iterative_price"])
+def test_empty_book_leaves_every_need_unserved(rule: str) -> None:
+    from market import OrderBook
+
+    result = clear(rule, [request(sensitivity_pu_per_kw={1: 0.001})], OrderBook.from_bids([]))
+    assert result.awards == ()
+    assert result.unserved_p_kw == {"r1": 8.0}
+    assert clear(rule, [], OrderBook.from_bids([])).awards == ()
