@@ -134,8 +134,9 @@ class SiteSpec(_Spec):
         kind: agent type reported in results (``building``, ``storage``, ``heating_plant``).
         annual_load_kwh: yearly inflexible consumption, scales the base-load profile.
         load_profile: simbench load-profile name for the base load (``H0-A`` homes,
-            ``G1-A`` weekday-daytime business like a school, ``G2-A`` evening business
-            like a sports centre); empty = the net element's own profile.
+            ``G1-B`` weekday-daytime business like a school, ``G2-A`` evening business
+            like a sports centre, ``G3-A`` continuous business); empty = the net
+            element's own profile.
         forecast_sigma: relative error of the agent's own load/PV forecast.
         strategy: bidding strategy name (``truthful``, ``markup``, ``learning``).
         markup: margin over cost for ``markup`` (a fraction: 0.2 = +20 %), and the starting
@@ -178,7 +179,7 @@ PRESETS: dict[str, SiteSpec] = {
     # heat pump for part of ~7,000 m² (the rest from the district heating).
     "school": SiteSpec(
         annual_load_kwh=140_000.0,
-        load_profile="G1-A",
+        load_profile="G1-B",
         pv=PVSpec(kwp=200.0, inverter_kva=220.0),
         heat_pump=HeatPumpSpec(
             p_max_kw=60.0,
@@ -208,8 +209,10 @@ PRESETS: dict[str, SiteSpec] = {
         ),
     ),
     "heating_plant": SiteSpec(
-        kind="heating_plant", annual_load_kwh=20_000.0, load_profile="G0-A", tank=TankSpec()
+        kind="heating_plant", annual_load_kwh=20_000.0, load_profile="G3-A", tank=TankSpec()
     ),
+    # PV owned by someone without flexible load (e.g. a barn roof): curtailment and Q only.
+    "pv_plant": SiteSpec(kind="pv_plant", annual_load_kwh=0.0, pv=PVSpec()),
     # Community battery, 300–500 EUR/kWh installed (EST): 200 kWh / 100 kW.
     "community_battery": SiteSpec(
         kind="storage",

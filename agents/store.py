@@ -234,11 +234,24 @@ def _backward(
             hi = e_max[i, t + 1] + _TOL
             pmin = p_min[i, t]
             pmax = p_max[i, t]
+            base = levels[i, 0] + offset[i, t + 1]
+            step = levels[i, 1] - levels[i, 0] if k_row > 1 else 1.0
+            gain_lo = pmin * eta_in[i, t] * dt_h if pmin >= 0 else pmin / eta_out[i] * dt_h
+            gain_hi = pmax * eta_in[i, t] * dt_h if pmax >= 0 else pmax / eta_out[i] * dt_h
             for k in range(k_row):
                 e = levels[i, k] + offset[i, t]
                 best = np.inf
                 best_j = 0
-                for j in range(k_row):
+                # Only targets the power limits can reach (levels are evenly spaced); one
+                # level of slack on each side, the exact checks below decide.
+                passive = retention[i] * e - drain[i, t]
+                j_lo = 0
+                if not spill[i] and step > 0:
+                    j_lo = max(0, int(np.floor((passive + gain_lo - base) / step)) - 1)
+                j_hi = k_row - 1
+                if step > 0:
+                    j_hi = min(k_row - 1, int(np.ceil((passive + gain_hi - base) / step)) + 1)
+                for j in range(j_lo, j_hi + 1):
                     target = levels[i, j] + offset[i, t + 1]
                     if target < lo or target > hi or not np.isfinite(value[j]):
                         continue
@@ -432,12 +445,10 @@ def plan_stores(
     p_plan[:, 1] = p1[rows_idx, chosen, level]
     e_plan[:, 2] = levels[rows_idx, level] + offset[:, 2]
     for t in range(2, h):
-        nxt = policy[t][rows_idx, level].astype(np.intp)
-        e_next = levels[rows_idx, nxt] + offset[:, t + 1]
-        p, _ = rows.feasible_power(e_plan[:, t], e_next, t, dt_h)
-        p_plan[:, t] = p
-        e_plan[:, t + 1] = e_next
-        level = nxt
+        level = policy[t][rows_idx, level].astype(np.intp)
+        e_plan[:, t + 1] = levels[rows_idx, level] + offset[:, t + 1]
+    if h > 2:
+        p_plan[:, 2:] = _path_power(rows, e_plan, dt_h)
 
     # Infeasible rows (a house the heat pump cannot keep warm in extreme cold, a state
     # pushed out of its band): take the action that ends the slot closest to the band;
@@ -462,6 +473,18 @@ def plan_stores(
         alternatives=StoreAlternatives(p_kw=p0, cost_eur=cost0, chosen=chosen),
         n_levels=k_row,
     )
+
+
+def _path_power(rows: StoreRows, e_plan: np.ndarray, dt_h: float) -> np.ndarray:
+    """Power of every planned transition from slot 2 on, in one vectorised pass (the same
+    arithmetic as :meth:`StoreRows.feasible_power`, all slots at once)."""
+    e_from, e_to = e_plan[:, 2:-1], e_plan[:, 3:]
+    delta = e_to - rows.retention[:, None] * e_from + rows.drain_kwh[:, 2:]
+    p = np.where(
+        delta >= 0, delta / (rows.eta_in[:, 2:] * dt_h), delta * rows.eta_out[:, None] / dt_h
+    )
+    p_min, p_max = rows.p_min_kw[:, 2:], rows.p_max_kw[:, 2:]
+    return np.clip(np.where(rows.spill[:, None] & (p < p_min), p_min, p), p_min, p_max)
 
 
 def _landing(rows: StoreRows, e_from: np.ndarray, p_kw: np.ndarray, dt_h: float) -> np.ndarray:
