@@ -33,7 +33,9 @@ order; if no dual is positive, the request with the largest sensitivity).
 Minimum fractions: if at most ``mip_max_indivisible`` columns have a minimum, their
 columns are semi-continuous (0 or between minimum and quantity) and HiGHS solves the MIP
 to ``mip_rel_gap``; then the on/off decisions are fixed and the LP is solved again for
-duals. Above that number, the LP relaxation is repaired deterministically: every column
+duals. Above that number, or if HiGHS returns no MIP optimum (1.16 can end in "Solve
+error" on degenerate semi-continuous models), the LP relaxation is repaired
+deterministically instead (not necessarily optimal): every column
 stuck between 0 and its minimum is switched on (bounds ``[minimum, quantity]``) if it is
 at least half its minimum, else off, and the LP is solved again, until none is stuck. A
 switched-on row accepted at its minimum may be paid its ask above the dual (make-whole).
@@ -142,6 +144,27 @@ def _run(highs: highspy.Highs) -> None:
         raise RuntimeError(f"locational: HiGHS ended with {highs.modelStatusToString(status)}")
 
 
+def _mip_decisions(
+    matrix: SensitivityMatrix, params: LocationalParams, cost: FloatArray, has_min: np.ndarray
+) -> np.ndarray | None:
+    """Which indivisible columns the MIP switches on; ``None`` if HiGHS gives no optimum.
+
+    HiGHS can end a semi-continuous MIP in "Solve error" when its solution misses a
+    minimum by more than its feasibility tolerance (seen with 1.16 on degenerate costs);
+    the caller then falls back to the deterministic repair.
+    """
+    highs = _new_highs(params)
+    highs.setOptionValue("solver", "choose")
+    highs.setOptionValue("mip_feasibility_tolerance", 1e-9)
+    lower = np.where(has_min, matrix.minimum, 0.0)
+    _pass_lp(highs, matrix, cost, lower, matrix.quantity.copy(), has_min)
+    highs.run()
+    if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None
+    x = np.asarray(highs.getSolution().col_value)[: has_min.shape[0]]
+    return has_min & (x > _TOLERANCE)
+
+
 def _solve(
     matrix: SensitivityMatrix, params: LocationalParams
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -150,33 +173,28 @@ def _solve(
     cost = matrix.ask + matrix.tie_break
     lower = np.zeros(n_bid)
     upper = matrix.quantity.copy()
-    has_min = matrix.minimum > _TOLERANCE
+    undecided = matrix.minimum > _TOLERANCE
+    if undecided.any() and undecided.sum() <= params.mip_max_indivisible:
+        on = _mip_decisions(matrix, params, cost, undecided)
+        if on is not None:
+            lower = np.where(on, matrix.minimum, 0.0)
+            upper = np.where(undecided & ~on, 0.0, upper)
+            undecided = np.zeros(n_bid, dtype=bool)
     highs = _new_highs(params)
-    if has_min.any() and has_min.sum() <= params.mip_max_indivisible:
-        _pass_lp(highs, matrix, cost, np.where(has_min, matrix.minimum, 0.0), upper, has_min)
-        _run(highs)
+    _pass_lp(highs, matrix, cost, lower, upper, None)
+    _run(highs)
+    while undecided.any():
         x = np.asarray(highs.getSolution().col_value)[:n_bid]
-        on = has_min & (x > _TOLERANCE)
-        lower = np.where(on, matrix.minimum, 0.0)
-        upper = np.where(has_min & ~on, 0.0, upper)
-        highs = _new_highs(params)
-        _pass_lp(highs, matrix, cost, lower, upper, None)
+        stuck = undecided & (x > _TOLERANCE) & (x < matrix.minimum - 1e-7)
+        if not stuck.any():
+            break
+        on = stuck & (x >= 0.5 * matrix.minimum)
+        lower = np.where(on, matrix.minimum, lower)
+        upper = np.where(stuck & ~on, 0.0, upper)
+        undecided = undecided & ~stuck
+        cols = np.flatnonzero(stuck).astype(np.int32)
+        highs.changeColsBounds(cols.shape[0], cols, lower[cols], upper[cols])
         _run(highs)
-    else:
-        _pass_lp(highs, matrix, cost, lower, upper, None)
-        _run(highs)
-        while True:
-            x = np.asarray(highs.getSolution().col_value)[:n_bid]
-            stuck = has_min & (x > _TOLERANCE) & (x < matrix.minimum - 1e-7)
-            if not stuck.any():
-                break
-            on = stuck & (x >= 0.5 * matrix.minimum)
-            lower = np.where(on, matrix.minimum, lower)
-            upper = np.where(stuck & ~on, 0.0, upper)
-            has_min = has_min & ~stuck
-            cols = np.flatnonzero(stuck).astype(np.int32)
-            highs.changeColsBounds(cols.shape[0], cols, lower[cols], upper[cols])
-            _run(highs)
     solution = highs.getSolution()
     values = np.asarray(solution.col_value)
     duals = np.maximum(np.asarray(solution.row_dual), 0.0) / matrix.s_ref

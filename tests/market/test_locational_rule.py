@@ -154,3 +154,37 @@ def test_nothing_to_buy_leaves_the_need_unserved() -> None:
     assert result.awards == ()
     assert result.unserved_dv_pu == pytest.approx({"r1": 0.016})
     assert result.unserved_p_kw == {"r1": 8.0}
+
+
+def test_indivisible_bid_among_free_ones_found_by_hypothesis() -> None:
+    """Regression (hypothesis): HiGHS 1.16 ended this MIP in "Solve error" (a semi-continuous
+    minimum missed by 4e-6), which the rule raised; the MIP feasibility tolerance is now
+    1e-9 and a failed MIP falls back to the repair.
+
+    Need 13 kW at bus 0 (s = 2^-8 everywhere, cap 1.0). Free: 1+1+1+4+1 = 8 kW. Then
+    5 kW more: b7 is 4.5 kW all-or-nothing @0.5, b8 1 kW @0.25, the rest @1.0 (= the cap).
+    Best: b7 4.5 + b8 0.5 -> 2.25 + 0.125 = 2.375 EUR/h, against b8 1 + 4 kW @1.0 = 4.25.
+    (b16 offers only 1 kvar, which this request cannot use.)
+    """
+    sizes = [1, 1, 1, 4, 1, 1, 1, 4.5, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1]
+    prices = [0, 0, 0, 0, 0, 1, 1, 0.5, 0.25, 1, 1, 1, 1, 1, 1, 1, 0, 1]
+    n = len(sizes)
+    order_book = book(
+        [(f"b{i}", 0, sizes[i], prices[i]) for i in range(n)],
+        q_kvar=[1.0 if i == 16 else 0.0 for i in range(n)],
+        min_fraction=[1.0 if i == 7 else 0.0 for i in range(n)],
+    )
+    own = 2.0**-8
+    requests = [
+        request(
+            bus=0,
+            p_kw=13.0,
+            max_price_eur_per_kwh=1.0,
+            dv_required_pu=13 * own,
+            sensitivity_pu_per_kw={0: own},
+        )
+    ]
+    result = clear("locational", requests, order_book)
+    check_invariants(result, requests, order_book)
+    got = {a.bid_id: a.p_kw for a in result.awards if order_book.price_eur_per_kwh[a.book_row]}
+    assert got == pytest.approx({"b7": 4.5, "b8": 0.5})
