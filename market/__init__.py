@@ -13,6 +13,15 @@ Quantities in messages (``p_kw``, ``q_kvar``) are therefore non-negative magnitu
 direction carries the sign. Prices are in EUR per kWh (kvarh) of energy: an award of
 ``p_kw`` over ``duration_h`` hours costs ``p_kw * duration_h * price_eur_per_kwh``.
 Times are UTC-aware datetimes; intervals are ``[t_start, t_end)``.
+
+Ties, in every rule: lower price first, then the earlier row of the
+:class:`~market.book.OrderBook` (submission order), then the bid id; never randomness.
+
+Modules: :mod:`~market.messages` (pydantic models at the edge), :mod:`~market.slots`
+(slot alignment), :mod:`~market.book` (columnar bids), :mod:`~market.registry` (rules by
+name), :mod:`market.rules` (``pay_as_bid``, ``pay_as_clear``, ``locational``,
+``iterative_price``), :mod:`~market.settlement`. Clearing and settlement are pure
+functions: no I/O, no clock, no framework.
 """
 
 from market import rules
