@@ -1,7 +1,7 @@
 """``gridbid pilot-demo``: a coordinator and a small pilot's agents on loopback, one day.
 
 The coordinator runs on a temporary SQLite file with an accelerated clock (a 15-minute slot
-lasts half a second by default). Clients connect over HTTP with :class:`AgentClient` exactly
+lasts a second by default). Clients connect over HTTP with :class:`AgentClient` exactly
 as real building controllers would: a DSO stand-in publishes a request for downward
 flexibility (absorb PV) in the midday slots, and home batteries bid, deliver and report
 meter values. The agents here are stand-ins behind the :class:`~service.client.ClientAgent`
@@ -11,6 +11,7 @@ protocol, until the ``agents`` package's populations are wired in as clients.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import tempfile
 import time
@@ -24,7 +25,7 @@ import uvicorn
 from market import Award, Bid, Direction, FlexRequest
 from service.app import create_app
 from service.auth import Role
-from service.client import AgentClient, AssetSpec, MeterValue
+from service.client import AgentClient, AssetSpec, MeterValue, ServiceError
 from service.clock import AcceleratedClock
 from service.config import ClockConfig, ServiceConfig
 from service.db import Database
@@ -32,16 +33,19 @@ from service.participants import create_participant
 
 __all__ = ["DemoBattery", "run_demo"]
 
+log = logging.getLogger(__name__)
+
 DAY_START = datetime(2026, 6, 1, tzinfo=UTC)
 SLOT = timedelta(minutes=15)
 
 
 class DemoBattery:
     """A home battery that offers to charge (``down``) when the DSO asks, at a price that
-    grows with its bus index (farther homes ask more), and delivers 90% of its awards."""
+    grows with its bus index (farther homes ask more), and delivers ``delivery`` of its
+    awards."""
 
-    def __init__(self, participant_id: str, bus: int) -> None:
-        self.participant_id, self.bus = participant_id, bus
+    def __init__(self, participant_id: str, bus: int, delivery: float = 1.0) -> None:
+        self.participant_id, self.bus, self.delivery = participant_id, bus, delivery
         self.asset_id = f"{participant_id}-bat"
         self.awarded_kw: dict[datetime, float] = {}
 
@@ -73,11 +77,10 @@ class DemoBattery:
             self.awarded_kw[a.t_start] = self.awarded_kw.get(a.t_start, 0.0) + a.p_kw
 
     def meter(self, t_start: datetime) -> dict[str, MeterValue]:
-        """Baseline 0.5 kW; charging adds 90% of the award (``down`` raises consumption)."""
+        """Baseline 0.5 kW; charging adds the delivered award (``down`` raises consumption)."""
         baseline = 0.5
-        return {
-            self.asset_id: MeterValue(baseline + 0.9 * self.awarded_kw.get(t_start, 0.0), baseline)
-        }
+        delivered = self.delivery * self.awarded_kw.get(t_start, 0.0)
+        return {self.asset_id: MeterValue(baseline + delivered, baseline)}
 
 
 async def _dso(base: str, key: str, buses: list[int], until: datetime) -> None:
@@ -99,8 +102,13 @@ async def _dso(base: str, key: str, buses: list[int], until: datetime) -> None:
                     t_start=start,
                     t_end=start + SLOT,
                 )
-                await client.request("POST", "/v1/flex-requests", request.model_dump(mode="json"))
                 posted.add(rnd["id"])
+                try:
+                    await client.request(
+                        "POST", "/v1/flex-requests", request.model_dump(mode="json")
+                    )
+                except ServiceError as exc:  # e.g. the gate closed while we decided
+                    log.warning("request for %s refused: %s", start, exc)
             await asyncio.sleep(0.05)
 
 
@@ -125,7 +133,8 @@ async def _demo(homes: int, slot_seconds: float, hours: float, workdir: Path) ->
     agents, keys = [], []
     for i in range(homes):
         _, key = await create_participant(db, f"home{i:03d}", Role.PROSUMER, now)
-        agents.append(DemoBattery(f"home{i:03d}", bus=1 + i % 10))
+        delivery = 0.5 if i % 5 == 4 else 1.0  # every fifth home under-delivers
+        agents.append(DemoBattery(f"home{i:03d}", bus=1 + i % 10, delivery=delivery))
         keys.append(key)
     await db.dispose()
 
@@ -145,7 +154,7 @@ async def _demo(homes: int, slot_seconds: float, hours: float, workdir: Path) ->
 
     async def home(agent: DemoBattery, key: str) -> None:
         async with AgentClient(base, key) as client:
-            await client.run(agent, until=until, poll_s=slot_seconds / 4, bid_before_gate_s=4 * 60)
+            await client.run(agent, until=until, poll_s=slot_seconds / 4, bid_before_gate_s=10 * 60)
 
     try:
         await asyncio.gather(
@@ -175,12 +184,12 @@ async def _demo(homes: int, slot_seconds: float, hours: float, workdir: Path) ->
     }
 
 
-def run_demo(homes: int = 12, slot_seconds: float = 0.5, hours: float = 24.0) -> dict[str, object]:
+def run_demo(homes: int = 12, slot_seconds: float = 1.0, hours: float = 24.0) -> dict[str, object]:
     """Run the demo day and print a summary; returns the figures.
 
     Args:
         homes: number of home batteries.
-        slot_seconds: wall-clock seconds per 15-minute slot (0.5 s: a day in 48 s).
+        slot_seconds: wall-clock seconds per 15-minute slot (1 s: a day in 96 s).
         hours: simulated hours from midnight.
     """
     with tempfile.TemporaryDirectory() as tmp:
