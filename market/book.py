@@ -296,6 +296,20 @@ class OrderBook:
         offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
         return np.sort(order[np.arange(lengths.sum()) + offsets])
 
+    def covering(self, direction_code: int, start_s: int, end_s: int) -> npt.NDArray[np.bool_]:
+        """Mask of rows in ``direction_code`` whose interval covers ``[start_s, end_s)``.
+
+        Cached per (direction, interval): the requests of a round usually share one slot.
+        """
+        key = f"covering_{direction_code}_{start_s}_{end_s}"
+        if key not in self._cache:
+            self._cache[key] = frozen(
+                (self.direction == direction_code)
+                & (self.t_start_s <= start_s)
+                & (self.t_end_s >= end_s)
+            )
+        return self._cache[key]
+
     def _bus_counts(self) -> IntArray:
         """Number of rows per bus index (cached)."""
         if "bus_counts" not in self._cache:
@@ -312,7 +326,8 @@ class OrderBook:
             mask[rows] = True
             order = self.merit_order(product)
             return order[mask[order]]
-        rows = np.sort(rows)
+        if rows.shape[0] > 1 and not (rows[1:] > rows[:-1]).all():
+            rows = np.sort(rows)
         price = self.price_eur_per_kwh if product == "p" else self.price_eur_per_kvarh
         return rows[_price_then_row_order(price[rows])]
 

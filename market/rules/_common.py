@@ -60,16 +60,14 @@ def sorted_requests(requests: Sequence[FlexRequest]) -> list[FlexRequest]:
 
 def eligible_rows(book: OrderBook, request: FlexRequest, rows: IntArray | None = None) -> IntArray:
     """Rows (of ``rows``, or of the whole book) in the request's direction covering its interval."""
-    if rows is None:
-        rows = np.arange(len(book), dtype=np.int64)
-    start_s = int(request.t_start.timestamp())
-    end_s = int(request.t_end.timestamp())
-    mask = (
-        (book.direction[rows] == DIRECTION_CODE[request.direction])
-        & (book.t_start_s[rows] <= start_s)
-        & (book.t_end_s[rows] >= end_s)
+    mask = book.covering(
+        DIRECTION_CODE[request.direction],
+        int(request.t_start.timestamp()),
+        int(request.t_end.timestamp()),
     )
-    return rows[mask]
+    if rows is None:
+        return np.flatnonzero(mask).astype(np.int64)
+    return rows[mask[rows]]
 
 
 def lookup_sensitivity(sensitivity: Mapping[int, float], buses: IntArray) -> FloatArray:
