@@ -124,9 +124,10 @@ class FlexRequest(_Interval):
         zone: Optional zone label; merit-order rules may match bids by zone (rule params).
         direction: ``up`` or ``down``.
         p_kw: Active power wanted (>= 0) if delivered at ``bus`` itself.
-        q_kvar: Reactive power wanted (>= 0), if any.
+        q_kvar: Reactive power wanted (>= 0), if any (merit-order rules).
         max_price_eur_per_kwh: The most the buyer pays per kWh delivered at ``bus``.
-        max_price_eur_per_kvarh: The most it pays per kvarh; ``None`` means the kWh cap.
+        max_price_eur_per_kvarh: The most it pays per kvarh; ``None`` means the kWh cap
+            (merit-order rules; the sensitivity rules price Q by its voltage effect).
         dv_required_pu: Voltage change (>= 0) needed at ``bus`` in ``direction``; used by
             the ``locational`` and ``iterative_price`` rules.
         sensitivity_pu_per_kw: bus -> voltage change at ``bus`` per kW of flexibility in

@@ -13,7 +13,9 @@ Model (one LP over all requests of the call)::
 * ``s_rj`` is the request's ``sensitivity_pu_per_kw`` (or ``..._per_kvar``) at the row's
   bus; a request with both maps empty counts kW at its own bus one-for-one (s = 1).
 * ``dv_r`` is ``dv_required_pu``; when that is 0 it is ``p_kw x s_ref`` (the kW need
-  converted with the reference sensitivity).
+  converted with the reference sensitivity). The request's ``q_kvar`` and
+  ``max_price_eur_per_kvarh`` are not used: the need is in pu, and Q bids meet it through
+  ``sensitivity_pu_per_kvar`` at the same value per pu.
 * ``u_r`` is the unserved need, priced at the buyer's value ``v_r = max_price_eur_per_kwh /
   s_ref``: the request's cap translated to EUR per pu. ``s_ref`` is the kW sensitivity at
   the request's bus if positive, else its largest positive sensitivity. A bid is bought
