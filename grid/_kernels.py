@@ -17,8 +17,12 @@ from numba import njit
 #: through the four passes of a sweep instead of streaming the whole batch four times.
 BLOCK = 16
 
+#: Fast-math flags that allow FMA and reassociation but keep NaN/inf semantics (the mismatch
+#: test must see a diverging scenario's NaN).
+_FAST = {"contract", "reassoc", "nsz", "arcp"}
 
-@njit(cache=True)
+
+@njit(cache=True, fastmath=_FAST)
 def sweep(
     v: np.ndarray,
     s_conj: np.ndarray,
@@ -28,19 +32,24 @@ def sweep(
     perm_c: np.ndarray,
     l_ptr: np.ndarray,
     l_idx: np.ndarray,
-    l_val: np.ndarray,
-    l_diag: np.ndarray,
+    l_re: np.ndarray,
+    l_im: np.ndarray,
     u_ptr: np.ndarray,
     u_idx: np.ndarray,
-    u_val: np.ndarray,
-    u_diag: np.ndarray,
-    work: np.ndarray,
+    u_re: np.ndarray,
+    u_im: np.ndarray,
+    u_inv_re: np.ndarray,
+    u_inv_im: np.ndarray,
+    wr: np.ndarray,
+    wi: np.ndarray,
     mismatch: np.ndarray,
 ) -> None:
     """One fixed-point sweep ``v <- v_noload + Y_LL^-1 conj(s / v)`` for every column, in place.
 
-    ``Y_LL = Pr^T L U Pc^T`` is SuperLU's factorisation (strict triangles in CSC, diagonals
-    apart). ``work`` is scratch of shape (n, BLOCK); ``abs_s2`` is ``|s|**2``. ``mismatch[k]``
+    ``Y_LL = Pr^T L U Pc^T`` is SuperLU's factorisation: ``L`` unit lower, strict triangles
+    in CSC split into real and imaginary parts, ``u_inv`` the reciprocal of U's diagonal.
+    ``wr``/``wi`` are scratch of shape (n, BLOCK): real arithmetic on separate arrays lets
+    LLVM vectorise the inner loops over scenarios. ``abs_s2`` is ``|s|**2``. ``mismatch[k]``
     receives the largest ``|s_i| |dv_i| / |v_i|`` of column k, which is the exact P/Q mismatch
     at the new voltages.
     """
@@ -48,49 +57,83 @@ def sweep(
     for k in range(n_col):
         mismatch[k] = 0.0
     for k0 in range(0, n_col, BLOCK):
-        k1 = min(k0 + BLOCK, n_col)
-        width = k1 - k0
+        width = min(k0 + BLOCK, n_col) - k0
         for i in range(n):
             row = perm_r[i]
             for k in range(width):
                 x = v[i, k0 + k]
+                sc = s_conj[i, k0 + k]
                 inv = 1.0 / (x.real * x.real + x.imag * x.imag)
-                work[row, k] = s_conj[i, k0 + k] * (x * inv)
+                wr[row, k] = (sc.real * x.real - sc.imag * x.imag) * inv
+                wi[row, k] = (sc.real * x.imag + sc.imag * x.real) * inv
         for j in range(n):
-            d = l_diag[j]
-            if d != 1.0:
-                for k in range(width):
-                    work[j, k] /= d
             for p in range(l_ptr[j], l_ptr[j + 1]):
                 i = l_idx[p]
-                lij = l_val[p]
+                ar = l_re[p]
+                ai = l_im[p]
                 for k in range(width):
-                    work[i, k] -= lij * work[j, k]
+                    wr[i, k] -= ar * wr[j, k] - ai * wi[j, k]
+                    wi[i, k] -= ar * wi[j, k] + ai * wr[j, k]
         for j in range(n - 1, -1, -1):
-            d = 1.0 / u_diag[j]
+            dr = u_inv_re[j]
+            di = u_inv_im[j]
             for k in range(width):
-                work[j, k] *= d
+                xr = wr[j, k]
+                xi = wi[j, k]
+                wr[j, k] = xr * dr - xi * di
+                wi[j, k] = xr * di + xi * dr
             for p in range(u_ptr[j], u_ptr[j + 1]):
                 i = u_idx[p]
-                uij = u_val[p]
+                ar = u_re[p]
+                ai = u_im[p]
                 for k in range(width):
-                    work[i, k] -= uij * work[j, k]
+                    wr[i, k] -= ar * wr[j, k] - ai * wi[j, k]
+                    wi[i, k] -= ar * wi[j, k] + ai * wr[j, k]
         for i in range(n):
             src = perm_c[i]
+            v0 = v_noload[i]
             for k in range(width):
                 old = v[i, k0 + k]
-                new = work[src, k] + v_noload[i]
-                dv = new - old
+                new_re = wr[src, k] + v0.real
+                new_im = wi[src, k] + v0.imag
+                d_re = new_re - old.real
+                d_im = new_im - old.imag
                 err = (
                     abs_s2[i, k0 + k]
-                    * (dv.real * dv.real + dv.imag * dv.imag)
+                    * (d_re * d_re + d_im * d_im)
                     / (old.real * old.real + old.imag * old.imag)
                 )
                 if not err <= mismatch[k0 + k]:
                     mismatch[k0 + k] = err
-                v[i, k0 + k] = new
+                v[i, k0 + k] = complex(new_re, new_im)
     for k in range(n_col):
         mismatch[k] = math.sqrt(mismatch[k])
+
+
+@njit(cache=True)
+def aggregate(
+    p_mw: np.ndarray, q_mvar: np.ndarray, bus_pq: np.ndarray, n_pq: int, base_mva: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``conj(s)`` per PQ node (n_pq, scenarios), per unit with generation sign, and ``|s|**2``.
+
+    ``p_mw``/``q_mvar`` are (buses, scenarios) consumption, C order; ``bus_pq`` is each bus's
+    PQ-node position, -1 for buses on a slack node (their injection goes to the slack).
+    """
+    n_bus, n_scen = p_mw.shape
+    s_conj = np.zeros((n_pq, n_scen), dtype=np.complex128)
+    scale = -1.0 / base_mva
+    for b in range(n_bus):
+        node = bus_pq[b]
+        if node < 0:
+            continue
+        for k in range(n_scen):
+            s_conj[node, k] += complex(scale * p_mw[b, k], -scale * q_mvar[b, k])
+    abs_s2 = np.empty((n_pq, n_scen))
+    for i in range(n_pq):
+        for k in range(n_scen):
+            x = s_conj[i, k]
+            abs_s2[i, k] = x.real * x.real + x.imag * x.imag
+    return s_conj, abs_s2
 
 
 @njit(cache=True)
@@ -135,7 +178,9 @@ def branch_flows(
             vt = v_node[s, t_node[b]]
             sf = base_mva * vf * (y_ff[b] * vf + y_ft[b] * vt).conjugate()
             st = base_mva * vt * (y_tf[b] * vf + y_tt[b] * vt).conjugate()
-            loading[s, b] = max(abs(sf) / abs(vf) * scale_f[b], abs(st) / abs(vt) * scale_t[b])
+            lf = (sf.real * sf.real + sf.imag * sf.imag) / (vf.real * vf.real + vf.imag * vf.imag)
+            lt = (st.real * st.real + st.imag * st.imag) / (vt.real * vt.real + vt.imag * vt.imag)
+            loading[s, b] = max(math.sqrt(lf) * scale_f[b], math.sqrt(lt) * scale_t[b])
             p_from[s, b] = sf.real
             total += sf.real + st.real
         losses[s] = total

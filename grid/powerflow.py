@@ -2,20 +2,27 @@
 
 Method. With the slack voltages fixed, the PQ node voltages satisfy
 ``Y_LL v = conj(s / v) - Y_LS v_slack``. The fixed point
-``v <- v_noload + Y_LL^-1 conj(s / v)`` needs only ``Y_LL`` factorised once per network and
-reused by every iteration of every scenario, and all scenarios of a batch advance together as
-the columns of one right-hand side. Small grids keep ``Y_LL^-1`` dense (one matrix product per
-iteration); large grids keep a sparse LU (SuperLU) and solve the whole batch per iteration.
-A scenario still off after ``max_iter`` sweeps (heavy load, far from the no-load point) goes to
-a full Newton-Raphson of its own; one that Newton cannot solve either is reported with
+``v <- v_noload + Y_LL^-1 conj(s / v)`` needs ``Y_LL`` factorised once per network (SuperLU,
+cached per :class:`~grid.network.Network`) and reused by every sweep of every scenario; all
+scenarios of a batch advance together, their triangular solves sharing one pass over the LU
+factors (a numba kernel, :mod:`grid._kernels`). A scenario still off after ``max_iter`` sweeps
+goes to a full Newton-Raphson of its own; one that Newton cannot solve either is reported with
 ``converged=False`` and NaN values, never as a result.
 
-Why this method (measured on this machine, 2 cores, 96 scenarios, benchmarks/powerflow.py):
-Newton with a Jacobian per scenario must refactorise at every iteration of every scenario; the
-fixed point shares one factorisation, converges in 4-8 sweeps on distribution grids (the load
-is small against the short-circuit power) and runs the batch as dense BLAS products (CIGRE LV:
-~0.5 ms for all 96 vs ~3 s for a pandapower runpp loop) or as one multi-right-hand-side sparse
-triangular solve per sweep (simbench 1-MVLV-semiurb-all-2-sw, 9,104 buses: ~0.2 s for 96).
+Why this method (measured on this shared 2-core machine, 96 scenarios; the full comparison
+is benchmarks/powerflow.py):
+
+- Newton needs a new Jacobian factorisation per iteration *per scenario*; the fixed point
+  shares one factorisation and converged in 4-8 sweeps on simbench's own profiles and 5-17 on
+  random scalings up to 2x load (distribution load is small against short-circuit power), so
+  a batch costs a handful of multi-right-hand-side triangular solves.
+- Dense ``Y_LL^-1`` products (the prototype's choice) went 10-50x slower whenever OpenBLAS
+  threads competed for the two cores; SuperLU's own multi-RHS solve took ~1 ms per scenario
+  and sweep on the 9,104-bus grid (95 ms per sweep of 96); the numba pass takes 25-50 ms for
+  all 96, and 0.2 ms on 1-MV-urban--0-sw.
+- Anderson(1..3) acceleration of the sweeps was tried and saved at most 2 of 8-11 sweeps
+  (measured on cigre_mv and 1-MV-urban--0-sw), not worth its extra passes.
+
 The stopping test is pandapower's, an absolute P/Q mismatch below ``tol_mva``; it is exact at
 no extra cost because after a sweep the mismatch at node i equals ``|s_i| |dv_i| / |v_i|``.
 """
@@ -81,16 +88,26 @@ class _Solver:
         self.v_noload = lu.solve(-(y_ls @ model.v_slack))
         self.perm_r = lu.perm_r.astype(np.int64)
         self.perm_c = lu.perm_c.astype(np.int64)
-        self.lower = _strict_triangle(lu.L, lower=True)
-        self.upper = _strict_triangle(lu.U, lower=False)
+        l_ptr, l_idx, l_val, l_diag = _strict_triangle(lu.L, lower=True)
+        u_ptr, u_idx, u_val, u_diag = _strict_triangle(lu.U, lower=False)
+        if not np.allclose(l_diag, 1.0):
+            raise RuntimeError("SuperLU returned a non-unit lower factor")
+        u_inv = 1.0 / u_diag
+        self.factors = (
+            l_ptr,
+            l_idx,
+            l_val.real.copy(),
+            l_val.imag.copy(),
+            u_ptr,
+            u_idx,
+            u_val.real.copy(),
+            u_val.imag.copy(),
+            u_inv.real.copy(),
+            u_inv.imag.copy(),
+        )
         pq_pos = np.full(n_node, -1)
         pq_pos[self.pq] = np.arange(len(self.pq))
-        bus_pos = pq_pos[model.node_of_bus]
-        on_pq = bus_pos >= 0
-        self.aggregate = sp.csr_matrix(
-            (np.ones(on_pq.sum()), (np.flatnonzero(on_pq), bus_pos[on_pq])),
-            shape=(network.n_bus, len(self.pq)),
-        )
+        self.bus_pq = pq_pos[model.node_of_bus].astype(np.int64)
         rows = np.arange(len(model.branch_from_node))
         f, t = model.branch_from_node, model.branch_to_node
         self.y_branch = tuple(
@@ -102,7 +119,6 @@ class _Solver:
     def sweep(self, v: np.ndarray, s_conj: np.ndarray, abs_s2: np.ndarray) -> np.ndarray:
         """One fixed-point sweep of every column of ``v`` in place; returns the mismatches."""
         mismatch = np.empty(v.shape[1])
-        work = np.empty((v.shape[0], _kernels.BLOCK), complex)
         _kernels.sweep(
             v,
             s_conj,
@@ -110,9 +126,9 @@ class _Solver:
             self.v_noload,
             self.perm_r,
             self.perm_c,
-            *self.lower,
-            *self.upper,
-            work,
+            *self.factors,
+            np.empty((v.shape[0], _kernels.BLOCK)),
+            np.empty((v.shape[0], _kernels.BLOCK)),
             mismatch,
         )
         return mismatch
@@ -191,39 +207,52 @@ def powerflow(
     model = network.model
     solver = _solver(network)
     tol_pu = tol_mva / model.base_mva
-    s_pq = -(solver.aggregate.T @ (p + 1j * q).T) / model.base_mva
+    s_conj, abs_s2 = _kernels.aggregate(
+        np.ascontiguousarray(p.T),
+        np.ascontiguousarray(q.T),
+        solver.bus_pq,
+        len(solver.pq),
+        model.base_mva,
+    )
     n_scen = p.shape[0]
-    v_pq, converged, iterations = _fixed_point(solver, s_pq, tol_pu, max_iter)
+    v_pq, converged, iterations = _fixed_point(solver, s_conj, abs_s2, tol_pu, max_iter)
     v_node = np.empty((n_scen, model.n_node), complex)
     v_node[:, model.slack_nodes] = model.v_slack
     v_node[:, solver.pq] = v_pq.T
     for k in np.flatnonzero(~converged):
-        v_node[k], converged[k], extra = _newton_fallback(network, solver, s_pq[:, k], tol_pu)
+        s_pq = np.conj(s_conj[:, k])
+        v_node[k], converged[k], extra = _newton_fallback(network, solver, s_pq, tol_pu)
         iterations[k] += extra
     v_node[~converged] = np.nan
     return _result(network, solver, v_node, converged, iterations, squeeze=np.ndim(p_mw) == 1)
 
 
 def _fixed_point(
-    solver: _Solver, s_pq: np.ndarray, tol_pu: float, max_iter: int
+    solver: _Solver, s_conj: np.ndarray, abs_s2: np.ndarray, tol_pu: float, max_iter: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batched Z-bus sweeps over the scenarios that have not passed yet.
 
     Finished columns are copied out when they pass; the working arrays are compacted only
     once a quarter of their columns has finished (compaction copies them whole).
 
+    Args:
+        solver: The network's factorised solver.
+        s_conj: ``conj(s)`` per PQ node and scenario (n_pq, n_scenarios), per unit.
+        abs_s2: ``|s|**2``, same shape.
+        tol_pu: Mismatch threshold (per unit).
+        max_iter: Sweep cap.
+
     Returns:
         PQ-node voltages (n_pq, n_scenarios), converged flags, sweeps used.
     """
-    n_scen = s_pq.shape[1]
-    v_out = np.repeat(solver.v_noload[:, None], n_scen, axis=1)
+    n_pq, n_scen = s_conj.shape
+    v = np.empty((n_pq, n_scen), complex)
+    v[:] = solver.v_noload[:, None]
+    v_out = np.empty_like(v)
     converged = np.zeros(n_scen, bool)
     iterations = np.zeros(n_scen, np.int64)
     ids = np.arange(n_scen)
     live = np.ones(n_scen, bool)
-    v = v_out.copy()
-    s_conj = np.ascontiguousarray(np.conj(s_pq))
-    abs_s2 = np.abs(s_conj) ** 2
     with np.errstate(all="ignore"):
         for sweep in range(1, max_iter + 1):
             mismatch = solver.sweep(v, s_conj, abs_s2)
@@ -232,15 +261,20 @@ def _fixed_point(
             stop = done | (live & ~np.isfinite(mismatch))
             if sweep == max_iter:
                 stop = live.copy()
-            if stop.any():
-                v_out[:, ids[stop]] = v[:, stop]
+            if not stop.any():
+                continue
+            if stop.all():
+                v_out[:, ids] = v
                 converged[ids[done]] = True
-                live &= ~stop
-                if live.sum() <= 0.75 * live.size:
-                    ids, v = ids[live], np.ascontiguousarray(v[:, live])
-                    s_conj = np.ascontiguousarray(s_conj[:, live])
-                    abs_s2 = np.ascontiguousarray(abs_s2[:, live])
-                    live = np.ones(ids.size, bool)
+                break
+            v_out[:, ids[stop]] = v[:, stop]
+            converged[ids[done]] = True
+            live &= ~stop
+            if live.sum() <= 0.75 * live.size:
+                ids, v = ids[live], np.ascontiguousarray(v[:, live])
+                s_conj = np.ascontiguousarray(s_conj[:, live])
+                abs_s2 = np.ascontiguousarray(abs_s2[:, live])
+                live = np.ones(ids.size, bool)
             if not live.any():
                 break
     return v_out, converged, iterations

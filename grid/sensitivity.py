@@ -22,6 +22,9 @@ from grid._ac import jacobian
 from grid.network import Network
 from grid.powerflow import PowerFlowResult
 
+#: Rows solved per block, so the dense right-hand side stays small for the full matrix.
+ROW_BLOCK = 256
+
 
 @dataclass(frozen=True, eq=False)
 class Sensitivities:
@@ -89,20 +92,21 @@ def sensitivities(
     pq_pos = np.full(model.n_node, -1)
     pq_pos[pq] = np.arange(n_pq)
 
-    row_pq = pq_pos[model.node_of_bus[row_pos]]
-    on_pq = row_pq >= 0
-    rhs = np.zeros((2 * n_pq, len(rows)))
-    rhs[n_pq + row_pq[on_pq], np.flatnonzero(on_pq)] = 1.0
     lu = spla.splu(jacobian(model.ybus, v, pq).T.tocsc())
-    y = lu.solve(rhs) if len(rows) else rhs
-
+    row_pq = pq_pos[model.node_of_bus[row_pos]]
     col_pq = pq_pos[model.node_of_bus]
     col_on_pq = col_pq >= 0
     dv_dp = np.zeros((len(rows), network.n_bus))
     dv_dq = np.zeros((len(rows), network.n_bus))
     scale = -1.0 / model.base_mva
-    dv_dp[:, col_on_pq] = scale * y[col_pq[col_on_pq]].T
-    dv_dq[:, col_on_pq] = scale * y[n_pq + col_pq[col_on_pq]].T
+    for start in range(0, len(rows), ROW_BLOCK):
+        block = np.arange(start, min(start + ROW_BLOCK, len(rows)))
+        on_pq = row_pq[block] >= 0
+        rhs = np.zeros((2 * n_pq, len(block)))
+        rhs[n_pq + row_pq[block][on_pq], np.flatnonzero(on_pq)] = 1.0
+        y = lu.solve(rhs)
+        dv_dp[np.ix_(block, col_on_pq)] = scale * y[col_pq[col_on_pq]].T
+        dv_dq[np.ix_(block, col_on_pq)] = scale * y[n_pq + col_pq[col_on_pq]].T
     return Sensitivities(
         rows=np.asarray(rows, np.int64).copy(),
         columns=network.bus_ids.copy(),
