@@ -18,6 +18,7 @@ violated buses <= 1 s.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -182,8 +183,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     bench_pay_as_clear(args.repeat)
     bench_locational(args.repeat)
+    print(f"load average after:  {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
