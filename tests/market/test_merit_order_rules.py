@@ -137,3 +137,45 @@ def test_rows_outside_the_interval_or_direction_are_not_eligible() -> None:
 def test_duplicate_request_ids_are_refused() -> None:
     with pytest.raises(ValueError, match="request_id"):
         clear("pay_as_bid", [request(), request()], book([("a", 1, 1.0, 0.1)]))
+
+
+def test_curve_bid_is_cleared_step_by_step_and_only_its_newest_version() -> None:
+    """Home 1's bid c: v0 offered 3 kW @0.01; v1 replaces it with a curve 1 kW @0.10 then
+    2 kW @0.30. Home 2's bid d: 1 kW @0.20. Need 3 kW, cap 0.35.
+
+    Merit order over rows (c step 0 @0.10, d @0.20, c step 1 @0.30): 1 + 1 + 1 kW.
+    Pay-as-bid: two awards for c (one per step) at 0.10 and 0.30, d at 0.20; v0's 0.01
+    plays no part. Cost: (0.10 + 0.20 + 0.30) x 0.25 h = 0.15 EUR.
+    """
+    from market import Bid, OrderBook
+
+    def bid(**fields: object) -> Bid:
+        base = {
+            "seller_id": "home_1",
+            "asset_id": "hp",
+            "bus": 1,
+            "t_start": T0,
+            "t_end": T1,
+            "direction": "up",
+        }
+        return Bid.model_validate(base | fields)
+
+    order_book = OrderBook.from_bids(
+        [
+            bid(bid_id="c", p_kw=3.0, price_eur_per_kwh=0.01, version=0),
+            bid(bid_id="d", seller_id="home_2", p_kw=1.0, price_eur_per_kwh=0.20),
+            bid(
+                bid_id="c",
+                p_kw=3.0,
+                price_eur_per_kwh=0.10,
+                version=1,
+                curve=[(1.0, 0.10), (2.0, 0.30)],
+            ),
+        ]
+    )
+    requests = [request(p_kw=3.0, max_price_eur_per_kwh=0.35)]
+    result = clear("pay_as_bid", requests, order_book)
+    check_invariants(result, requests, order_book)
+    got = [(a.bid_id, a.p_kw, a.price_eur_per_kwh) for a in result.awards]
+    assert got == [("d", 1.0, 0.20), ("c", 1.0, 0.10), ("c", 1.0, 0.30)]
+    assert result.cost_eur == pytest.approx(0.15)
