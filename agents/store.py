@@ -306,9 +306,11 @@ def auto_levels(rows: StoreRows, offset: np.ndarray, dt_h: float, cap: int = 121
     on another's): fine enough that one slot at full power moves the state by at least two
     grid steps (else a slow charger could never leave its level), 11 to ``cap`` levels."""
     span = (rows.e_max_kwh - offset).max(axis=1) - (rows.e_min_kwh - offset).min(axis=1)
-    width = rows.p_max_kw - rows.p_min_kw
-    eta = np.minimum(rows.eta_in, 1.0 / rows.eta_out[:, None])
-    reach = np.where(width > _TOL, width * eta * dt_h, np.inf).min(axis=1)
+    def gain(p: np.ndarray) -> np.ndarray:
+        return np.where(p >= 0, p * rows.eta_in, p / rows.eta_out[:, None]) * dt_h
+
+    width = gain(rows.p_max_kw) - gain(rows.p_min_kw)
+    reach = np.where(width > _TOL, width, np.inf).min(axis=1)
     needed = np.ceil(2.0 * span / np.where(np.isfinite(reach), reach, span + 1.0)) + 2
     return np.clip(needed, 11, cap).astype(np.int64)
 
@@ -351,7 +353,58 @@ def plan_stores(
     n_levels: int | np.ndarray | None = None,
     p0_kw: np.ndarray | None = None,
 ) -> StorePlan:
-    """Plan every store at least cost against its site's prices.
+    """Plan every store at least cost against its site's prices (see :func:`_plan_bucket`).
+
+    Rows are planned in buckets of equal grid size, so a population mixing a house's heat
+    pump (a dozen levels) with a school's (fifty) does not pad every row to fifty; each
+    row's result is the same whichever bucket or population it is planned in.
+    """
+    n, h = rows.n, rows.horizon
+    offset = level_offsets(rows)
+    if n_levels is None:
+        k_row = auto_levels(rows, offset, dt_h)
+    else:
+        k_row = np.broadcast_to(np.asarray(n_levels, dtype=np.int64), (n,)).copy()
+    sizes = np.unique(k_row)
+    if len(sizes) == 1:
+        return _plan_bucket(rows, e0_kwh, other_kw, import_eur_per_kwh, export_eur_per_kwh,
+                            dt_h=dt_h, k_row=k_row, p0_kw=p0_kw)
+    import_price = np.broadcast_to(import_eur_per_kwh, (n, h))
+    export_price = np.broadcast_to(export_eur_per_kwh, (n, h))
+    e0 = np.asarray(e0_kwh, dtype=float)
+    width = 1 if p0_kw is not None else 2 * int(sizes.max())
+    p_plan, e_plan = np.zeros((n, h)), np.zeros((n, h + 1))
+    cost, feasible = np.zeros(n), np.zeros(n, dtype=bool)
+    alt_p, alt_cost = np.zeros((n, width)), np.full((n, width), np.inf)
+    chosen = np.zeros(n, dtype=np.intp)
+    for size in sizes:
+        idx = np.flatnonzero(k_row == size)
+        part = _plan_bucket(
+            rows.rows(idx), e0[idx], other_kw[idx], import_price[idx], export_price[idx],
+            dt_h=dt_h, k_row=k_row[idx], p0_kw=None if p0_kw is None else p0_kw[idx],
+        )
+        m = part.alternatives.p_kw.shape[1]
+        p_plan[idx], e_plan[idx] = part.p_kw, part.e_kwh
+        cost[idx], feasible[idx] = part.cost_eur, part.feasible
+        alt_p[idx, :m], alt_cost[idx, :m] = part.alternatives.p_kw, part.alternatives.cost_eur
+        alt_p[idx, m:] = part.alternatives.p_kw[:, -1:]
+        chosen[idx] = part.alternatives.chosen
+    return StorePlan(p_plan, e_plan, cost, feasible, StoreAlternatives(alt_p, alt_cost, chosen),
+                     k_row)
+
+
+def _plan_bucket(
+    rows: StoreRows,
+    e0_kwh: np.ndarray,
+    other_kw: np.ndarray,
+    import_eur_per_kwh: np.ndarray,
+    export_eur_per_kwh: np.ndarray,
+    *,
+    dt_h: float,
+    k_row: np.ndarray,
+    p0_kw: np.ndarray | None = None,
+) -> StorePlan:
+    """Plan stores that share a grid size at least cost against their site's prices.
 
     Slots 2 … h-1 are solved on the state grid (backward DP, compiled). The first two slots
     are solved exactly from the real, possibly off-grid state: slot 0 tries a set of
@@ -368,8 +421,7 @@ def plan_stores(
         import_eur_per_kwh: import price per slot, shape (n, h) or (h,).
         export_eur_per_kwh: export price per slot, shape (n, h) or (h,).
         dt_h: slot length in hours.
-        n_levels: state grid size, for all rows or per row; ``None`` chooses it per row from
-            the row's own parameters (:func:`auto_levels`).
+        k_row: state grid size of each row.
         p0_kw: force the first slot's power, shape (n,): the plan is then the best one
             after that action (the cost of an award, re-planned).
 
@@ -383,10 +435,6 @@ def plan_stores(
     export_price = np.broadcast_to(export_eur_per_kwh, (n, h))
     e0 = np.asarray(e0_kwh, dtype=float)
     offset = level_offsets(rows)
-    if n_levels is None:
-        k_row = auto_levels(rows, offset, dt_h)
-    else:
-        k_row = np.broadcast_to(np.asarray(n_levels, dtype=np.int64), (n,)).copy()
     levels = level_grid(rows, k_row, offset, e0)  # (n, K), shifted by offset[:, t] at slot t
     valid = np.arange(levels.shape[1])[None, :] < k_row[:, None]
     c = np.ascontiguousarray

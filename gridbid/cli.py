@@ -54,12 +54,55 @@ def _not_implemented(what: str) -> None:
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
-    scenario: Annotated[str | None, typer.Option(help="Named scenario in the file.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Output directory.")] = None,
+    scenario: Annotated[
+        str | None, typer.Option(help="Named scenario in the file (default: the first).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default: results/FILE-SCENARIO).")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Simulate a scenario: agents self-optimise and bid; write results and a report."""
-    _not_implemented("run")
+    from sim.run import run_scenario
+    from sim.scenario import ScenarioError, load_scenario
+
+    try:
+        chosen = load_scenario(config, scenario)
+    except ScenarioError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(code=2) from None
+    if seed is not None:
+        chosen = chosen.model_copy(update={"seed": seed})
+    out = out or Path("results") / f"{config.stem}-{chosen.name}"
+    summary = run_scenario(chosen, out, progress=progress)
+    _print_summary(summary)
+    typer.echo(f"results: {out}/ (summary.json, *.parquet); report: {out / 'report.html'}")
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cases = summary["cases"]
+    table = Table(title=f"{summary['scenario']}: {summary['agents']} agents, "
+                  f"{summary['rounds']} rounds, rule {summary['rule']}")
+    table.add_column("metric")
+    for case in cases:
+        table.add_column(case, justify="right")
+    for key in ("violation_bus_minutes", "worst_deviation_pu", "v_max_pu", "v_min_pu",
+                "agents_cost_eur", "dso_cost_eur", "messages"):
+        row = [key]
+        for case in cases.values():
+            value = case.get(key, "")
+            row.append(f"{value:.4g}" if isinstance(value, float) else str(value))
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    for key, value in summary["comparison"].items():
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        console.print(f"  {key}: {shown}")
+    console.print(f"  wall time: {summary['wall_time_s']:.1f} s")
 
 
 @app.command()

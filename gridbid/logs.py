@@ -29,5 +29,6 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
         force=True,
     )
     third_party = logging.INFO if verbose else logging.WARNING
-    for name in ("pandapower", "numba", "ray", "uvicorn", "httpx", "matplotlib", "simbench"):
+    noisy = ("pandapower", "numba", "ray", "uvicorn", "httpx", "matplotlib", "simbench", "MESA")
+    for name in noisy:
         logging.getLogger(name).setLevel(third_party)

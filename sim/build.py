@@ -69,8 +69,9 @@ class Setup:
 
 def _window(scenario: Scenario) -> tuple[pd.DatetimeIndex, int]:
     t = scenario.time
-    start = pd.Timestamp(t.start).tz_localize(_LOCAL).tz_convert("UTC")
-    n_rounds = t.days * 24 * 60 // t.slot_minutes
+    start = pd.Timestamp(t.start).tz_localize(_LOCAL) + pd.Timedelta(hours=t.start_hour)
+    start = start.tz_convert("UTC")
+    n_rounds = t.n_rounds
     total = n_rounds + t.horizon_slots
     return pd.date_range(start, periods=total, freq=f"{t.slot_minutes}min"), n_rounds
 
@@ -143,7 +144,9 @@ def build(scenario: Scenario) -> Setup:
     network = build_network(scenario.grid.name)
     timestamps, n_rounds = _window(scenario)
     n_slots = len(timestamps)
-    profile_start = _profile_start(scenario.time.start)
+    profile_start = _profile_start(scenario.time.start) + pd.Timedelta(
+        hours=scenario.time.start_hour
+    )
     if scenario.grid.simbench:
         elements = element_injections(
             network, simbench_profiles(scenario.grid.simbench), profile_start, n_slots

@@ -61,16 +61,24 @@ class GridSource(_Strict):
 
 
 class TimeWindow(_Strict):
-    """The simulated window: ``days`` from local midnight of ``start``.
+    """The simulated window: ``days`` (or ``rounds`` slots) from ``start_hour`` local time.
 
     simbench's profiles are one year (2016); a date is mapped to the 2016 day with the
     same ISO week and weekday, so working days stay working days.
     """
 
     start: dt.date
+    start_hour: int = Field(0, ge=0, le=23)
     days: int = Field(1, ge=1, le=366)
+    rounds: int | None = Field(None, ge=1)
     slot_minutes: Literal[15] = 15
     horizon_slots: int = Field(96, ge=2, le=4 * 96)
+
+    @property
+    def n_rounds(self) -> int:
+        """Slots simulated: ``rounds`` if given, else whole ``days``."""
+        per_day = 24 * 60 // self.slot_minutes
+        return self.rounds if self.rounds is not None else self.days * per_day
 
 
 class Weather(_Strict):
