@@ -246,6 +246,7 @@ def main() -> None:
     ]
     rows, notes = [], []
     for case in cases:
+        print(f"{case.label}: timing ...", file=sys.stderr, flush=True)
         n_pp = PP_SUBSET if case.network.n_bus > 5000 else N_SCENARIOS
         pp_s, vm_pp = run_pandapower(case, n_pp)
         pp_96 = pp_s * N_SCENARIOS / n_pp

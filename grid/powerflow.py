@@ -127,8 +127,8 @@ class _Solver:
             self.perm_r,
             self.perm_c,
             *self.factors,
-            np.empty((v.shape[0], _kernels.BLOCK)),
-            np.empty((v.shape[0], _kernels.BLOCK)),
+            np.empty((v.shape[0], min(v.shape[1], _kernels.BLOCK))),
+            np.empty((v.shape[0], min(v.shape[1], _kernels.BLOCK))),
             mismatch,
         )
         return mismatch
@@ -232,8 +232,9 @@ def _fixed_point(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batched Z-bus sweeps over the scenarios that have not passed yet.
 
-    Finished columns are copied out when they pass; the working arrays are compacted only
-    once a quarter of their columns has finished (compaction copies them whole).
+    Finished columns are copied out when they pass and keep being swept (harmlessly) until
+    half of the working set has finished; only then are the working arrays compacted
+    (compaction copies them whole, and sweeping a few extra columns is cheaper).
 
     Args:
         solver: The network's factorised solver.
@@ -270,7 +271,7 @@ def _fixed_point(
             v_out[:, ids[stop]] = v[:, stop]
             converged[ids[done]] = True
             live &= ~stop
-            if live.sum() <= 0.75 * live.size:
+            if live.sum() <= 0.5 * live.size:
                 ids, v = ids[live], np.ascontiguousarray(v[:, live])
                 s_conj = np.ascontiguousarray(s_conj[:, live])
                 abs_s2 = np.ascontiguousarray(abs_s2[:, live])

@@ -29,7 +29,7 @@ def _pandapower_results(net: pp.pandapowerNet, network: grid.Network) -> dict[st
         "va_degree": net.res_bus.va_degree.loc[network.bus_ids].to_numpy(),
         "loading_percent": np.where(
             line,
-            net.res_line.loading_percent.reindex(ids[line]).reindex(ids).to_numpy(),
+            net.res_line.loading_percent.reindex(ids).to_numpy(),
             net.res_trafo.loading_percent.reindex(ids).to_numpy(),
         ),
         "p_from_mw": np.where(
