@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -21,9 +22,38 @@ from grid import powerflow
 from market import clear, settle_arrays
 from sim.build import Setup
 
-__all__ = ["PHASES", "RoundEngine", "RoundRecord"]
+__all__ = ["PHASES", "PopulationBackend", "RoundEngine", "RoundRecord"]
 
 PHASES = ("plan", "grid_need", "bids", "clearing", "dispatch", "powerflow", "settlement")
+
+
+class PopulationBackend(Protocol):
+    """What the engine needs of the sites: :class:`~agents.FlexPopulation`'s round methods.
+
+    ``groups`` holds the assets' state after the last delivered round (for the terminal
+    valuation of the stores).
+    """
+
+    groups: dict
+
+    def __len__(self) -> int: ...
+
+    def plan(
+        self, horizon: Horizon, base_kw_true: np.ndarray, pv_kw_per_kwp_true: np.ndarray
+    ) -> Any: ...
+
+    def bids(
+        self, baseline: Any, requests: list, t_start: datetime, t_end: datetime, round_id: int
+    ) -> Any: ...
+
+    def deliver(
+        self,
+        baseline: Any,
+        bids: Any,
+        awarded_kw: np.ndarray | None,
+        base_kw_true: np.ndarray,
+        pv_kw_per_kwp_true: np.ndarray,
+    ) -> Any: ...
 
 
 @dataclass
@@ -54,12 +84,22 @@ class RoundRecord:
 class RoundEngine:
     """Runs the rounds of one case (the market, or no control) of a :class:`Setup`."""
 
-    def __init__(self, setup: Setup, *, market: bool) -> None:
-        """Build the case's own population (same specs and seed in every case)."""
+    def __init__(
+        self, setup: Setup, *, market: bool, population: PopulationBackend | None = None
+    ) -> None:
+        """Build the case's own population (same specs and seed in every case).
+
+        Args:
+            setup: the scenario made concrete.
+            market: run the market (``False``: the no-control yardstick).
+            population: where the sites plan, bid and deliver; default a local
+                :class:`~agents.FlexPopulation` of the setup's sites. Another backend (such
+                as :class:`sim.ray_backend.ShardedPopulation`) must decide exactly as it.
+        """
         self.setup = setup
         self.market = market
         scenario = setup.scenario
-        self.population = FlexPopulation.from_specs(
+        self.population = population or FlexPopulation.from_specs(
             setup.agent_ids, setup.bus, setup.specs, seed=scenario.seed
         )
         self.dso = DSOAgent(setup.network, scenario.dso)

@@ -9,14 +9,19 @@ visualisation work on them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import mesa
 import numpy as np
 
 from sim.build import Setup, build
-from sim.engine import RoundEngine, RoundRecord
+from sim.engine import PopulationBackend, RoundEngine, RoundRecord
 from sim.scenario import Scenario
 
-__all__ = ["DSOHandle", "FlexModel", "SiteHandle"]
+__all__ = ["DSOHandle", "FlexModel", "PopulationFactory", "SiteHandle"]
+
+PopulationFactory = Callable[[Setup, bool], PopulationBackend]
+"""Makes the population backend of one case: ``factory(setup, market)``."""
 
 
 class SiteHandle(mesa.Agent):
@@ -52,15 +57,27 @@ class DSOHandle(mesa.Agent):
 class FlexModel(mesa.Model):
     """A scenario as a mesa model; ``step()`` runs one round of every case."""
 
-    def __init__(self, scenario: Scenario, setup: Setup | None = None) -> None:
-        """Build from ``scenario``; pass a prebuilt ``setup`` to reuse its network and data."""
+    def __init__(
+        self,
+        scenario: Scenario,
+        setup: Setup | None = None,
+        population_factory: PopulationFactory | None = None,
+    ) -> None:
+        """Build from ``scenario``; pass a prebuilt ``setup`` to reuse its network and data.
+
+        ``population_factory(setup, market)`` makes each case's population backend
+        (default: local populations).
+        """
         super().__init__(rng=np.random.default_rng(scenario.seed))
         self.scenario = scenario
         self.setup = setup or build(scenario)
-        self.market = RoundEngine(self.setup, market=True)
-        self.no_control = (
-            RoundEngine(self.setup, market=False) if "no_control" in scenario.yardsticks else None
-        )
+
+        def engine(market: bool) -> RoundEngine:
+            population = population_factory(self.setup, market) if population_factory else None
+            return RoundEngine(self.setup, market=market, population=population)
+
+        self.market = engine(True)
+        self.no_control = engine(False) if "no_control" in scenario.yardsticks else None
         for row, (agent_id, bus, spec) in enumerate(
             zip(self.setup.agent_ids, self.setup.bus, self.setup.specs, strict=True)
         ):

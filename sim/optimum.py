@@ -129,8 +129,9 @@ def solve_optimum(
     vm = np.zeros((setup.n_rounds, setup.network.n_bus))
     for day_start in range(0, setup.n_rounds, per_day):
         slots = np.arange(day_start, min(day_start + per_day, setup.n_rounds))
-        result = _solve_day(setup, pop, slots, nc_flows, nc_site_p_kw, band, enforce_band,
-                            screen_pu)
+        result = _solve_day(
+            setup, pop, slots, nc_flows, nc_site_p_kw, band, enforce_band, screen_pu
+        )
         total_cost += result[0]
         total_violation += result[1]
         site_p[slots] = result[2]
@@ -146,7 +147,9 @@ def _solve_day(setup, pop, slots, nc_flows, nc_site_p_kw, band, enforce_band, sc
     n, h = len(pop), len(slots)
     horizon = Horizon.from_timestamps(
         setup.timestamps[slots[0] : slots[0] + max(h, 2)],
-        setup.t_out_c[slots[0] : slots[0] + max(h, 2)], s.tariff, first_slot=int(slots[0]),
+        setup.t_out_c[slots[0] : slots[0] + max(h, 2)],
+        s.tariff,
+        first_slot=int(slots[0]),
     )
     dt = horizon.dt_h
     imp, exp = horizon.import_eur_per_kwh[:h], horizon.export_eur_per_kwh[:h]
@@ -168,10 +171,8 @@ def _solve_day(setup, pop, slots, nc_flows, nc_site_p_kw, band, enforce_band, sc
         rows = group.store_rows(horizon)
         m = len(group)
         p_min, p_max = rows.p_min_kw[:, :h], rows.p_max_kw[:, :h]
-        pc = v.add((m, h), 0.0, np.clip(p_max, 0, None),
-                   rows.wear_eur_per_kwh[:, None] * dt)
-        pd = v.add((m, h), 0.0, np.clip(-p_min, 0, None),
-                   rows.wear_eur_per_kwh[:, None] * dt)
+        pc = v.add((m, h), 0.0, np.clip(p_max, 0, None), rows.wear_eur_per_kwh[:, None] * dt)
+        pd = v.add((m, h), 0.0, np.clip(-p_min, 0, None), rows.wear_eur_per_kwh[:, None] * dt)
         e = v.add((m, h + 1), rows.e_min_kwh[:, : h + 1], rows.e_max_kwh[:, : h + 1])
         state_cols.append((group, e[:, h], rows.terminal_eur_per_kwh))
         # terminal value of the last state
@@ -192,8 +193,11 @@ def _solve_day(setup, pop, slots, nc_flows, nc_site_p_kw, band, enforce_band, sc
             spill = v.add((m, h), 0.0, np.where(spill_rows[:, None], np.inf, 0.0))
             dyn_cols.append(spill)
             dyn_coef.append(np.ones((m, h)))
-        eq.add([c.reshape(m * h, 1) for c in dyn_cols],
-               [np.asarray(c).reshape(m * h, 1) for c in dyn_coef], -rows.drain_kwh[:, :h])
+        eq.add(
+            [c.reshape(m * h, 1) for c in dyn_cols],
+            [np.asarray(c).reshape(m * h, 1) for c in dyn_coef],
+            -rows.drain_kwh[:, :h],
+        )
         store_cols.append((group.site, pc, pd))
     # site balance rows: imp - exp - curt - sum(pc - pd) = base - pv
     balance = _Rows()
@@ -206,8 +210,9 @@ def _solve_day(setup, pop, slots, nc_flows, nc_site_p_kw, band, enforce_band, sc
         r += [row_ids, row_ids]
         c += [pc.ravel(), pd.ravel()]
         vals += [-np.ones(pc.size), np.ones(pd.size)]
-    a_bal = sp.csr_matrix((np.concatenate(vals), (np.concatenate(r), np.concatenate(c))),
-                          shape=(n * h, v.n))
+    a_bal = sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(r), np.concatenate(c))), shape=(n * h, v.n)
+    )
     b_bal = (base - pv).ravel()
 
     # linearised voltages around no control, screened
@@ -241,9 +246,13 @@ def _solve_day(setup, pop, slots, nc_flows, nc_site_p_kw, band, enforce_band, sc
             slack_columns.append(slack)
             coef = np.hstack([dp, -dp, dq, -dq])[side] * sign
             a = sp.csr_matrix(
-                (np.r_[coef.ravel(), -np.ones(nb)],
-                 (np.r_[np.repeat(np.arange(nb), len(cols_site)), np.arange(nb)],
-                  np.r_[np.tile(cols_site, nb), slack])),
+                (
+                    np.r_[coef.ravel(), -np.ones(nb)],
+                    (
+                        np.r_[np.repeat(np.arange(nb), len(cols_site)), np.arange(nb)],
+                        np.r_[np.tile(cols_site, nb), slack],
+                    ),
+                ),
                 shape=(nb, v.n),
             )
             a_v_parts.append(a)
@@ -259,12 +268,14 @@ def _solve_day(setup, pop, slots, nc_flows, nc_site_p_kw, band, enforce_band, sc
     cost = np.concatenate(v.cost)
     bounds = np.column_stack([np.concatenate(v.lb), np.concatenate(v.ub)])
     t0 = time.perf_counter()
-    res = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq.tocsr(), b_eq=b_eq, bounds=bounds,
-                  method="highs")
+    res = linprog(
+        cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq.tocsr(), b_eq=b_eq, bounds=bounds, method="highs"
+    )
     elapsed = time.perf_counter() - t0
     if res.status != 0:
-        raise RuntimeError(f"central optimum LP failed on day starting slot {slots[0]}: "
-                           f"{res.message}")
+        raise RuntimeError(
+            f"central optimum LP failed on day starting slot {slots[0]}: {res.message}"
+        )
     x = res.x
     site_p = (x[imp_v] - x[exp_v]).T  # (h, n)
     q = (x[q_pos] - x[q_neg]).T

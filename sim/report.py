@@ -43,8 +43,13 @@ def _heatmap(out: Path, volts: pd.DataFrame, band: tuple[float, float]) -> str:
     fig, axes = plt.subplots(1, len(cases), figsize=(6 * len(cases), 4), squeeze=False)
     for ax, case in zip(axes[0], cases, strict=True):
         grid = volts[volts["case"] == case].pivot(index="bus", columns="round", values="vm_pu")
-        image = ax.imshow(grid.to_numpy(), aspect="auto", cmap="coolwarm",
-                          vmin=band[0] - 0.02, vmax=band[1] + 0.02)
+        image = ax.imshow(
+            grid.to_numpy(),
+            aspect="auto",
+            cmap="coolwarm",
+            vmin=band[0] - 0.02,
+            vmax=band[1] + 0.02,
+        )
         ax.set_title(f"bus voltages, {case}")
         ax.set_xlabel("round")
         ax.set_ylabel("bus (row)")
@@ -67,8 +72,9 @@ def _prices(out: Path, awards: pd.DataFrame, series: pd.DataFrame) -> str:
             include_groups=False,
         )
         twin = ax.twinx()
-        twin.plot(price.index, price.to_numpy(), "o", color="tab:orange", markersize=3,
-                  label="mean price")
+        twin.plot(
+            price.index, price.to_numpy(), "o", color="tab:orange", markersize=3, label="mean price"
+        )
         twin.set_ylabel("award price (EUR/kWh)")
     ax.set_title("Flexibility bought and its price")
     fig.tight_layout()
@@ -90,16 +96,28 @@ def _revenue(out: Path, agents: pd.DataFrame) -> str:
 
 
 def _table(cases: dict[str, dict[str, Any]]) -> str:
-    keys = ["violation_bus_minutes", "violation_minutes", "worst_deviation_pu", "v_max_pu",
-            "v_min_pu", "agents_cost_eur", "dso_cost_eur", "agents_revenue_eur", "messages"]
+    keys = [
+        "violation_bus_minutes",
+        "violation_minutes",
+        "worst_deviation_pu",
+        "v_max_pu",
+        "v_min_pu",
+        "agents_cost_eur",
+        "dso_cost_eur",
+        "agents_revenue_eur",
+        "messages",
+    ]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cases)
     rows = []
     for key in keys:
         cells = []
         for case in cases.values():
             value = case.get(key, "")
-            cells.append(f"<td>{value:.4g}</td>" if isinstance(value, float) else
-                         f"<td>{html.escape(str(value))}</td>")
+            cells.append(
+                f"<td>{value:.4g}</td>"
+                if isinstance(value, float)
+                else f"<td>{html.escape(str(value))}</td>"
+            )
         rows.append(f"<tr><th>{key}</th>{''.join(cells)}</tr>")
     return f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
 
@@ -115,8 +133,9 @@ def write_report(out: Path, summary: dict[str, Any], frames: dict[str, pd.DataFr
         _revenue(out, frames["agents"]),
     ]
     comparison = "".join(
-        f"<li>{html.escape(k)}: {v:.4g}</li>" if isinstance(v, float) else
-        f"<li>{html.escape(k)}: {html.escape(str(v))}</li>"
+        f"<li>{html.escape(k)}: {v:.4g}</li>"
+        if isinstance(v, float)
+        else f"<li>{html.escape(k)}: {html.escape(str(v))}</li>"
         for k, v in summary["comparison"].items()
     )
     body = (
