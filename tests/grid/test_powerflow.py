@@ -163,3 +163,33 @@ def test_non_finite_input_is_refused(case) -> None:
     p_mw[3] = np.nan
     with pytest.raises(ValueError, match="p_mw"):
         grid.powerflow(network, p_mw, network.base_q_mvar)
+
+
+@pytest.mark.parametrize(("kwargs", "word"), [({"tol": 0.0}, "tol"), ({"max_iter": 0}, "max_iter")])
+def test_bad_solver_options_are_refused_by_name(case, kwargs, word) -> None:
+    """Peer: none (input validation): the error names the option."""
+    _, network = case("cigre_lv")
+    with pytest.raises(ValueError, match=word):
+        grid.powerflow(network, network.base_p_mw, network.base_q_mvar, **kwargs)
+
+
+def test_factorisation_happens_once_per_network(monkeypatch) -> None:
+    """Peer: a counter on scipy's splu: two batches on one network factorise once; a new
+    Network (even of the same net) gets its own factorisation."""
+    import scipy.sparse.linalg as spla
+
+    network = grid.build_network("cigre_mv")
+    other = grid.build_network("cigre_mv")
+    calls = []
+    original = spla.splu
+
+    def counting_splu(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(spla, "splu", counting_splu)
+    for scale in (1.0, 0.5):
+        grid.powerflow(network, scale * network.base_p_mw, scale * network.base_q_mvar)
+    assert len(calls) == 1
+    grid.powerflow(other, other.base_p_mw, other.base_q_mvar)
+    assert len(calls) == 2
