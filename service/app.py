@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
+from market import available_rules
 from service.auth import KeyCache
 from service.batching import BidBatcher
 from service.clock import Clock
@@ -53,6 +54,9 @@ def create_app(
 
     Returns:
         The app; ``app.state.service`` holds its :class:`~service.state.ServiceState`.
+
+    Raises:
+        ValueError: for an unknown rule name or a slot that is not whole minutes.
     """
     config = config or ServiceConfig()
     overrides: dict[str, object] = {}
@@ -65,6 +69,9 @@ def create_app(
         overrides["slot_minutes"] = minutes
     if overrides:
         config = ServiceConfig.model_validate(config.model_dump() | overrides)
+    if config.rule not in available_rules():
+        known = ", ".join(available_rules())
+        raise ValueError(f"rule: unknown clearing rule {config.rule!r}; known rules: {known}")
     db = Database(db_url, schema=db_schema or config.db_schema)
     clock = clock or config.clock.build()
     state = ServiceState(

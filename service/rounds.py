@@ -3,13 +3,15 @@
 A round for slot ``[s, s + slot)`` opens ``open_ahead_slots`` ahead and closes at
 ``s - gate_lead``. Clearing runs in one transaction that locks the round row, reads every
 request and the latest version of every bid, calls the market rule, and writes the
-``clearings`` row (primary key ``round_id``), the awards and the new status together: a
+``clearings`` row (primary key ``round_id``), the awards and the new status together (the
+rule itself runs in a worker thread, so the API keeps answering meanwhile): a
 crash before the commit leaves the round open to be cleared after restart; a crash after
 leaves it cleared. A second clearing cannot commit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 
@@ -103,7 +105,9 @@ async def clear_round(db: Database, config: ServiceConfig, round_id: int, now: d
             requests = [MarketFlexRequest.model_validate(r.body) for r in request_rows]
             bids = latest_versions([MarketBid.model_validate(b.body) for b in bid_rows])
             try:
-                result = run_clearing(rnd.rule, requests, bids, config.rule_params)
+                result = await asyncio.to_thread(
+                    run_clearing, rnd.rule, requests, bids, config.rule_params
+                )
             except Exception as exc:  # a failing rule must not stop the scheduler
                 log.exception("clearing round %s with rule %s failed", round_id, rnd.rule)
                 rnd.status = FAILED

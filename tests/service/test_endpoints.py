@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from svc_helpers import SLOT, bid_body, request_body, slot_start
+
+from service import create_app
 
 
 async def test_health_and_openapi(market) -> None:
@@ -189,3 +192,11 @@ async def test_operator_tick_endpoint(market) -> None:
     market.clock.advance(timedelta(minutes=8))
     body = (await market.parties["op"].client.post("/v1/scheduler/tick")).json()
     assert body["cleared"] == [1]
+
+
+def test_create_app_refuses_unknown_rule_and_odd_slot(tmp_path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'x.sqlite'}"
+    with pytest.raises(ValueError, match="no_such_rule"):
+        create_app(url, rule="no_such_rule")
+    with pytest.raises(ValueError, match="slot"):
+        create_app(url, slot=timedelta(seconds=90))
