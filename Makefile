@@ -23,7 +23,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 run: $(VENV)/.installed-run
 	$(BIN)/gridbid --version
-	$(BIN)/gridbid --help
+	$(BIN)/gridbid run $(RUN_CONFIG) --scenario quick --out results/idrija-quick
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
