@@ -221,6 +221,16 @@ async def _rounds_past_gate_cleared(db: Database) -> bool:
     return pending == 0
 
 
+async def _rounds_with_bids_cleared(db: Database) -> bool:
+    async with db.read() as s:
+        pending = await s.scalar(
+            select(func.count())
+            .select_from(Round)
+            .where(Round.status == "open", Round.id.in_(select(Bid.round_id)))
+        )
+    return pending == 0
+
+
 async def _check_invariants(db: Database, acked: list[tuple[str, str, int]]) -> int:
     async with db.read() as s:
         stored = set((await s.execute(select(Bid.participant_id, Bid.bid_id, Bid.version))).all())
@@ -257,15 +267,16 @@ async def test_sigkill_during_rounds_loses_no_bid_and_clears_once(crash_env) -> 
         asyncio.create_task(_agent(server, pid, key, acked, stop)) for pid, key in keys.items()
     ]
     for _ in range(2):  # two kills at arbitrary moments of the rounds
-        await _until(_count_more(acked, 40), 30, "agents made no progress")
+        await _until(_count_more(acked, 30), 30, "agents made no progress")
         server.kill()
         await server.start()
-    await _until(_count_more(acked, 40), 30, "agents made no progress after restart")
+    await _until(_count_more(acked, 30), 30, "agents made no progress after restart")
     stop.set()
     await asyncio.gather(*agents)
+    await _until(lambda: _rounds_with_bids_cleared(db), 30, "rounds with bids not cleared")
     await _until(lambda: _rounds_past_gate_cleared(db), 30, "rounds not cleared")
     n_clearings = await _check_invariants(db, acked)
-    assert n_clearings >= 2 and len(acked) >= 120
+    assert n_clearings >= 1 and len(acked) >= 90
     server.kill()
 
 
