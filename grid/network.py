@@ -185,7 +185,8 @@ class Network:
                 :data:`UNSUPPORTED_TABLES`, a voltage-dependent (ZIP) load, or no external grid.
         """
         _check_supported(net)
-        work = copy.deepcopy(net)
+        shared = [net[key] for key in ("profiles", "loadcases") if key in net]
+        work = copy.deepcopy(net, memo={id(obj): obj for obj in shared})
         for table in ("load", "sgen", "storage"):
             work[table]["p_mw"] = 0.0
             work[table]["q_mvar"] = 0.0
