@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select, tuple_
+from sqlalchemy import insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -159,6 +159,7 @@ async def store_bids(
         )
     }
     outcomes: list[Accepted | ProblemError] = []
+    new_rows: list[dict[str, Any]] = []
     for item in items:
         try:
             outcome = _decide(
@@ -172,9 +173,22 @@ async def store_bids(
             outcomes.append(problem)
             continue
         if outcome.created:
-            session.add(outcome.row)
+            row = outcome.row
+            new_rows.append(
+                {
+                    "participant_id": row.participant_id,
+                    "bid_id": row.bid_id,
+                    "version": row.version,
+                    "round_id": row.round_id,
+                    "asset_id": row.asset_id,
+                    "body": row.body,
+                    "body_hash": row.body_hash,
+                    "created_at": row.created_at,
+                }
+            )
         outcomes.append(outcome)
-    await session.flush()
+    if new_rows:  # one multi-row INSERT, without the ORM's per-object bookkeeping
+        await session.execute(insert(Bid), new_rows)
     return outcomes
 
 
