@@ -62,6 +62,16 @@ def run(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    backend: Annotated[
+        str, typer.Option(help="Where the agents run: 'local' (this process) or 'ray'.")
+    ] = "local",
+    shards: Annotated[
+        int, typer.Option(min=1, help="Ray backend: shard actors per population.")
+    ] = 2,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray backend: cluster address (default RAY_ADDRESS, else local)."),
+    ] = None,
 ) -> None:
     """Simulate a scenario: agents self-optimise and bid; write results and a report."""
     from sim.run import run_scenario
@@ -75,7 +85,15 @@ def run(
     if seed is not None:
         chosen = chosen.model_copy(update={"seed": seed})
     out = out or Path("results") / f"{config.stem}-{chosen.name}"
-    summary = run_scenario(chosen, out, progress=progress)
+    if backend not in ("local", "ray"):
+        typer.echo(f"--backend: unknown {backend!r}; known: local, ray", err=True)
+        raise typer.Exit(code=2)
+    if backend == "ray":
+        from sim.ray_backend import run_sharded
+
+        summary = run_sharded(chosen, out, shards=shards, address=address, progress=progress)
+    else:
+        summary = run_scenario(chosen, out, progress=progress)
     _print_summary(summary)
     typer.echo(f"results: {out}/ (summary.json, *.parquet); report: {out / 'report.html'}")
 
@@ -108,9 +126,58 @@ def _print_summary(summary: dict) -> None:
 @app.command()
 def compare(
     config: Annotated[Path, typer.Argument(help="Comparison YAML file.")],
+    scenario: Annotated[
+        str | None, typer.Option(help="Scenario of the referenced file (default: the file's).")
+    ] = None,
+    rules: Annotated[
+        str | None, typer.Option(help="Comma-separated rules to run (default: all listed).")
+    ] = None,
+    seeds: Annotated[
+        int | None, typer.Option(min=1, help="Seeds per variant (default: the file's).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default: results/compare-FILE).")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default RAY_ADDRESS, else local).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option(help="Let Ray's own logs through.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run a scenario under several market rules and seeds; compare them side by side."""
-    _not_implemented("compare")
+    from sim.compare import METRICS, CompareError, run_comparison
+
+    out = out or Path("results") / f"compare-{config.stem}"
+    chosen = [r.strip() for r in rules.split(",") if r.strip()] if rules else None
+    try:
+        table = run_comparison(config, out, scenario_name=scenario, rules=chosen, seeds=seeds,
+                               address=address, verbose=verbose, progress=progress)
+    except CompareError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(code=2) from None
+    _print_comparison(table, METRICS)
+    typer.echo(f"results: {out / 'comparison.parquet'}; report: {out / 'comparison.html'}")
+
+
+def _print_comparison(table, metrics: tuple[str, ...]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    means = table[table["kind"] == "mean"].set_index("label")
+    low = table[table["kind"] == "ci_low"].set_index("label")
+    high = table[table["kind"] == "ci_high"].set_index("label")
+    shown = Table(title="mean [95 % CI] over seeds")
+    shown.add_column("metric")
+    for label in means.index:
+        shown.add_column(str(label), justify="right")
+    for metric in metrics:
+        cells = []
+        for label in means.index:
+            m, lo, hi = means.at[label, metric], low.at[label, metric], high.at[label, metric]
+            cells.append("–" if m != m else f"{m:.4g}" + ("" if lo != lo else
+                                                         f" [{lo:.3g}, {hi:.3g}]"))
+        shown.add_row(metric, *cells)
+    Console().print(shown)
 
 
 @app.command()

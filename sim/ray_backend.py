@@ -1,0 +1,570 @@
+"""Ray backend: sharded populations for ``gridbid run --backend ray``, fanned-out runs for
+``gridbid compare``. The only module of gridbid that imports ``ray`` (STYLE.md, rule 11).
+
+Sharding (:class:`ShardedPopulation`): the sites are cut into N contiguous blocks of rows
+(cuts moved to where the bus changes, so a bus area stays on one shard); each block lives
+in one coarse actor (:class:`_Shard`) that plans, bids and delivers for all its rows in
+bulk. The actor keeps its round's plan and bids; the driver only sees what the market
+needs: the announced baselines, the bids (merged into one order book in the row order the
+local backend would produce, because ties in clearing break by row order) and the meters.
+Rows never read each other, so the results are the local backend's, bit for bit.
+
+Fault tolerance: shards are restartable actors (``max_restarts``). After every delivered
+round the driver keeps each shard's asset state (stores' ``e_kwh``, strategies' ``markup``)
+in its mirror of the population; when a call fails because the actor died, the driver
+restores that state into the restarted actor, replays the round's earlier calls
+(deterministic) and calls again. When the restarts are exhausted the run fails with
+:class:`ShardFailedError`, never with silently missing agents.
+
+Experiments (:func:`run_many`): one Ray task per run, the base scenario put once, at most
+``max_in_flight`` runs submitted at a time (``ray.wait``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import ray
+from ray.exceptions import ActorUnavailableError, RayActorError
+
+from agents import ASSET_KINDS, BidTable, Delivery, FlexPopulation, Horizon
+from market.book import OrderBook
+
+if TYPE_CHECKING:
+    from sim.build import Setup
+    from sim.scenario import Scenario
+
+__all__ = [
+    "ShardFailedError",
+    "ShardedFactory",
+    "ShardedPopulation",
+    "ray_session",
+    "run_many",
+    "run_sharded",
+    "shard_bounds",
+]
+
+_ASSET_ORDER = {name: i for i, name in enumerate((*ASSET_KINDS, "pv", "pvq"))}
+"""Order of the asset blocks within one direction of :meth:`FlexPopulation.bids`."""
+
+
+class ShardFailedError(RuntimeError):
+    """A shard actor died more often than its ``max_restarts`` allow; the run is aborted."""
+
+
+@contextmanager
+def ray_session(
+    address: str | None = None, *, num_cpus: int | None = None, verbose: bool = False
+) -> Iterator[dict[str, float]]:
+    """Connect to Ray (``address`` or ``RAY_ADDRESS``) or start a local instance.
+
+    A local instance is sized to this machine (or ``num_cpus``), without the dashboard,
+    and shut down on exit; a session that was already initialised is reused and left
+    running. Ray's own logs (and the workers' output) reach the terminal only if
+    ``verbose``.
+
+    Yields:
+        The cluster's resources (``CPU``, memory, ...).
+    """
+    if ray.is_initialized():
+        yield ray.cluster_resources()
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not verbose:
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    quiet = {
+        "logging_level": logging.INFO if verbose else logging.ERROR,
+        "log_to_driver": verbose,
+    }
+    if address:
+        ray.init(address=address, **quiet)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **quiet)
+    try:
+        yield ray.cluster_resources()
+    finally:
+        ray.shutdown()
+
+
+# -- sharded populations ------------------------------------------------------------------
+
+
+def shard_bounds(bus: np.ndarray, weight: np.ndarray, shards: int) -> list[tuple[int, int]]:
+    """Cut rows into ``shards`` contiguous, non-empty blocks of about equal ``weight``.
+
+    Each cut moves to the nearest row where the bus changes (so a bus is not split) if
+    that keeps every block non-empty.
+    """
+    n = len(bus)
+    shards = max(1, min(shards, n))
+    total = np.cumsum(weight, dtype=float)
+    changes = np.flatnonzero(np.r_[False, bus[1:] != bus[:-1]])
+    cuts = [0]
+    for s in range(1, shards):
+        target = int(np.searchsorted(total, total[-1] * s / shards)) + 1
+        if changes.size:
+            near = changes[np.argmin(np.abs(changes - target))]
+            target = int(near) if abs(int(near) - target) <= max(1, n // (4 * shards)) else target
+        target = min(max(target, cuts[-1] + 1), n - (shards - s))
+        cuts.append(target)
+    cuts.append(n)
+    return list(itertools.pairwise(cuts))
+
+
+@ray.remote
+class _Shard:
+    """A block of sites: plans, bids and delivers for all of them in one call each."""
+
+    def __init__(
+        self, population: FlexPopulation, base_kw: np.ndarray, pv_kw_per_kwp: np.ndarray,
+        threads: int,
+    ) -> None:
+        import numba
+
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        self.population = population
+        self.base_kw = base_kw
+        self.pv_kw_per_kwp = pv_kw_per_kwp
+        self.baseline = None
+        self.bid_table: BidTable | None = None
+        self.incarnation = uuid.uuid4().hex
+
+    def restore(self, e_kwh: dict[str, np.ndarray], markup: np.ndarray) -> tuple[str, None]:
+        """Set the assets' state to a checkpoint."""
+        for kind, values in e_kwh.items():
+            self.population.groups[kind].e_kwh = values.copy()
+        self.population.markup = markup.copy()
+        self.baseline = self.bid_table = None
+        return self.incarnation, None
+
+    def plan(self, horizon: Horizon) -> tuple[str, tuple[np.ndarray, np.ndarray]]:
+        """Plan the horizon; return the announced baseline and the forecast base load."""
+        k, h = horizon.first_slot, horizon.length
+        self.baseline = self.population.plan(
+            horizon, self.base_kw[:, k : k + h], self.pv_kw_per_kwp[:, k : k + h]
+        )
+        self.bid_table = None
+        first = self.baseline.site_p_kw[:, :1].copy(), self.baseline.base_kw[:, :1].copy()
+        return self.incarnation, first
+
+    def bids(
+        self, requests: list, t_start: datetime, t_end: datetime, round_id: int
+    ) -> tuple[str, BidTable]:
+        """Bid against the round's requests (kept for delivery)."""
+        if self.baseline is None:  # a restarted actor: the driver sees its new incarnation
+            return self.incarnation, None
+        self.bid_table = self.population.bids(self.baseline, requests, t_start, t_end, round_id)
+        return self.incarnation, self.bid_table
+
+    def deliver(
+        self, awarded_kw: np.ndarray | None, with_bids: bool
+    ) -> tuple[str, tuple[Delivery, dict[str, np.ndarray], np.ndarray]]:
+        """Deliver plan plus awards; return the meters and the new state (the checkpoint)."""
+        if self.baseline is None:
+            return self.incarnation, None
+        k = self.baseline.horizon.first_slot
+        delivery = self.population.deliver(
+            self.baseline, self.bid_table if with_bids else None, awarded_kw,
+            self.base_kw[:, k], self.pv_kw_per_kwp[:, k],
+        )
+        state = {kind: g.e_kwh.copy() for kind, g in self.population.groups.items()}
+        return self.incarnation, (delivery, state, self.population.markup.copy())
+
+
+@dataclass(frozen=True)
+class ShardedBaseline:
+    """What the driver holds of a round's plan: the first slot only (the rest stays in
+    the shards). Shapes (n, 1)."""
+
+    horizon: Horizon
+    site_p_kw: np.ndarray
+    base_kw: np.ndarray
+
+
+class ShardedPopulation:
+    """The setup's sites over ``shards`` Ray actors, with the interface of
+    :class:`~agents.FlexPopulation` that :class:`sim.engine.RoundEngine` uses.
+
+    Attributes:
+        local: the driver's mirror of the population; its asset state is the checkpoint of
+            the last delivered round.
+        bounds: rows ``[a, b)`` of each shard.
+        actors: the shard actors.
+        restarts: recoveries so far per shard.
+    """
+
+    def __init__(
+        self,
+        setup: Setup,
+        *,
+        shards: int,
+        max_restarts: int = 2,
+        cpus_per_shard: float = 1.0,
+        restart_timeout_s: float = 300.0,
+    ) -> None:
+        """Build the population, cut it into shards and start one actor per shard."""
+        self.setup = setup
+        self.local = FlexPopulation.from_specs(
+            setup.agent_ids, setup.bus, setup.specs, seed=setup.scenario.seed
+        )
+        weight = np.ones(len(self.local))
+        for group in self.local.groups.values():
+            np.add.at(weight, group.site, 1.0)
+        self.bounds = shard_bounds(self.local.bus, weight, shards)
+        self.max_restarts = max_restarts
+        self.restart_timeout_s = restart_timeout_s
+        self.restarts = [0] * len(self.bounds)
+        self._group_rows = [  # per shard: its slice of each asset group it owns rows of
+            {kind: rows for kind, g in self.local.groups.items()
+             if (rows := (int(np.searchsorted(g.site, a)), int(np.searchsorted(g.site, b))))[1]
+             > rows[0]}
+            for a, b in self.bounds
+        ]
+        options = {"max_restarts": max_restarts, "max_task_retries": 0,
+                   "num_cpus": cpus_per_shard}
+        threads = max(1, int(cpus_per_shard))
+        self._inputs = [  # held for the life of the actors: a restart re-reads them
+            (
+                ray.put(self.local.subset(np.arange(a, b))),
+                ray.put(np.ascontiguousarray(setup.base_kw[a:b])),
+                ray.put(np.ascontiguousarray(setup.pv_kw_per_kwp[a:b])),
+            )
+            for a, b in self.bounds
+        ]
+        self.actors = [
+            _Shard.options(**options).remote(*inputs, threads) for inputs in self._inputs
+        ]
+        self._log: list[tuple[str, list[tuple]]] = []
+        self._incarnation: list[str | None] = [None] * len(self.actors)
+        self._round = -1
+        self._merge: tuple[np.ndarray, list[int]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.local)
+
+    @property
+    def groups(self) -> dict:
+        """The assets, with the state of the last delivered round."""
+        return self.local.groups
+
+    @property
+    def markup(self) -> np.ndarray:
+        """Each site's margin after the last delivered round."""
+        return self.local.markup
+
+    def close(self) -> None:
+        """Stop the shard actors."""
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        self.actors = []
+
+    # -- the round -----------------------------------------------------------------------
+
+    def plan(
+        self, horizon: Horizon, base_kw_true: np.ndarray, pv_kw_per_kwp_true: np.ndarray
+    ) -> ShardedBaseline:
+        """Every shard plans the horizon on its rows of the setup's base load and PV.
+
+        The shards hold the setup's arrays (put once), so the arrays passed here must be
+        the setup's own, sliced at the horizon; that is checked, not re-sent.
+        """
+        k, h = horizon.first_slot, horizon.length
+        for name, given, own in (("base_kw_true", base_kw_true, self.setup.base_kw),
+                                 ("pv_kw_per_kwp_true", pv_kw_per_kwp_true,
+                                  self.setup.pv_kw_per_kwp)):
+            if given.shape != (len(self), h) or not np.may_share_memory(given, own):
+                raise ValueError(f"{name}: the sharded backend plans on the setup's own "
+                                 f"arrays at slot {k}; got another array {given.shape}")
+        self._round = k
+        self._log = []
+        ref = ray.put(horizon)
+        parts = self._call("plan", [(ref,)] * len(self.actors))
+        return ShardedBaseline(
+            horizon,
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+        )
+
+    def bids(
+        self,
+        baseline: ShardedBaseline,
+        requests: Sequence,
+        t_start: datetime,
+        t_end: datetime,
+        round_id: int,
+    ) -> BidTable:
+        """Gather the shards' bids into one table in the local backend's row order."""
+        ref = ray.put(list(requests))
+        tables: list[BidTable] = self._call(
+            "bids", [(ref, t_start, t_end, round_id)] * len(self.actors))
+        key = np.concatenate([_segment_key(t) for t in tables])
+        order = np.argsort(key, kind="stable")
+        self._merge = (order, [len(t) for t in tables])
+        site, asset_row = [], []
+        for (a, _), rows, table in zip(self.bounds, self._group_rows, tables, strict=True):
+            site.append(table.site + a)
+            offset = np.array([rows[x][0] if x in rows else a for x in table.asset], dtype=int)
+            asset_row.append(table.asset_row + offset)
+
+        def cat(values: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate(values)[order]
+
+        columns = {
+            f.name: cat([getattr(t.book, f.name) for t in tables])
+            for f in dataclasses.fields(OrderBook)
+            if not f.name.startswith("_")
+        }
+        for values in columns.values():
+            values.flags.writeable = False
+        return BidTable(
+            book=OrderBook(**columns),
+            site=cat(site),
+            asset=cat([t.asset for t in tables]),
+            asset_row=cat(asset_row),
+            sign=cat([t.sign for t in tables]),
+            is_reactive=cat([t.is_reactive for t in tables]),
+            cost_eur_per_kwh=cat([t.cost_eur_per_kwh for t in tables]),
+        )
+
+    def deliver(
+        self,
+        baseline: ShardedBaseline,
+        bids: BidTable | None,
+        awarded_kw: np.ndarray | None,
+        base_kw_true: np.ndarray,
+        pv_kw_per_kwp_true: np.ndarray,
+    ) -> Delivery:
+        """Scatter the awards to the shards, gather the meters, keep the checkpoint."""
+        n_shards = len(self.actors)
+        args: list[tuple] = [(None, False)] * n_shards
+        if bids is not None and self._merge is not None:
+            order, sizes = self._merge
+            per_row = None
+            if awarded_kw is not None:
+                per_row = np.empty(len(order))
+                per_row[order] = awarded_kw
+            starts = np.r_[0, np.cumsum(sizes)]
+            args = [
+                (None if per_row is None else per_row[starts[i] : starts[i + 1]], True)
+                for i in range(n_shards)
+            ]
+        parts = self._call("deliver", args)
+        self._merge = None
+        for (a, _), rows, (_, e_kwh, markup) in zip(self.bounds, self._group_rows, parts,
+                                                    strict=True):
+            for kind, values in e_kwh.items():
+                g0, g1 = rows[kind]
+                self.local.groups[kind].e_kwh[g0:g1] = values
+            self.local.markup[a : a + len(markup)] = markup
+        deliveries = [p[0] for p in parts]
+        return Delivery(
+            **{f.name: np.concatenate([getattr(d, f.name) for d in deliveries])
+               for f in dataclasses.fields(Delivery)}
+        )
+
+    # -- calls and recovery --------------------------------------------------------------
+
+    def _call(self, method: str, args: list[tuple]) -> list[Any]:
+        """Call ``method`` on every shard in parallel; recover shards that died.
+
+        A call fails if its actor died while it ran; one submitted after a death runs on
+        the restarted actor with its initial state, which its new incarnation id reveals.
+        Either way the shard is recovered and the call repeated.
+        """
+        refs = [getattr(actor, method).remote(*a) for actor, a in zip(self.actors, args,
+                                                                      strict=True)]
+        results = []
+        for i, ref in enumerate(refs):
+            while True:
+                try:
+                    incarnation, value = ray.get(ref)
+                except RayActorError as error:
+                    ref = self._recover(i, method, args[i], error)
+                    continue
+                known = self._incarnation[i]
+                if known is not None and incarnation != known:
+                    ref = self._recover(i, method, args[i], None)
+                    continue
+                if value is None and method != "restore":
+                    raise RuntimeError(f"shard {i}: {method} without a plan (driver bug)")
+                self._incarnation[i] = incarnation
+                results.append(value)
+                break
+        self._log.append((method, args))
+        return results
+
+    def _recover(
+        self, i: int, method: str, args: tuple, error: Exception | None
+    ) -> ray.ObjectRef:
+        """Restore shard ``i`` from the checkpoint, replay this round, call again.
+
+        Each death counts against ``max_restarts``; while Ray is still restarting the
+        actor (:class:`~ray.exceptions.ActorUnavailableError`) the driver polls until
+        ``restart_timeout_s``.
+        """
+        self._count_death(i, error)
+        deadline = time.monotonic() + self.restart_timeout_s
+        while True:
+            actor = self.actors[i]
+            a, b = self.bounds[i]
+            e_kwh = {kind: self.local.groups[kind].e_kwh[g0:g1].copy()
+                     for kind, (g0, g1) in self._group_rows[i].items()}
+            try:
+                self._incarnation[i], _ = ray.get(
+                    actor.restore.remote(e_kwh, self.local.markup[a:b].copy()))
+                for done_method, done_args in self._log:
+                    ray.get(getattr(actor, done_method).remote(*done_args[i]))
+                return getattr(actor, method).remote(*args)
+            except ActorUnavailableError as busy:
+                if time.monotonic() > deadline:
+                    raise ShardFailedError(
+                        f"shard {i} did not come back within {self.restart_timeout_s} s "
+                        f"in round {self._round}; run aborted") from busy
+                time.sleep(0.1)
+            except RayActorError as again:
+                self._count_death(i, again)
+
+    def _count_death(self, i: int, error: Exception | None) -> None:
+        """Count a death of shard ``i``; fail the run once the restarts are exhausted."""
+        self.restarts[i] += 1
+        if self.restarts[i] > self.max_restarts:
+            a, b = self.bounds[i]
+            detail = f" (last error: {type(error).__name__}: {str(error)[:300]})" if error else ""
+            raise ShardFailedError(
+                f"shard {i} (sites {a}..{b - 1}) died in round {self._round} and its "
+                f"restarts are exhausted (max_restarts={self.max_restarts}); run aborted"
+                + detail
+            ) from error
+
+
+def _segment_key(table: BidTable) -> np.ndarray:
+    """Sort key of a shard's bid rows: direction (down first), then asset block."""
+    try:
+        asset = np.array([_ASSET_ORDER[a] for a in table.asset], dtype=np.int64)
+    except KeyError as error:
+        raise ValueError(f"bids: unknown asset block {error.args[0]!r}; "
+                         f"known: {sorted(_ASSET_ORDER)}") from None
+    return np.where(table.sign > 0, 0, 100) + asset
+
+
+class ShardedFactory:
+    """A :data:`sim.model.PopulationFactory` making :class:`ShardedPopulation` s.
+
+    Args:
+        shards: actors per population.
+        max_restarts: restarts allowed per actor.
+        cpus_per_shard: CPUs reserved per actor (may be fractional).
+        population_class: the class to build (tests pass a subclass).
+    """
+
+    def __init__(
+        self, shards: int, *, max_restarts: int = 2, cpus_per_shard: float = 1.0,
+        population_class: type[ShardedPopulation] = ShardedPopulation,
+    ) -> None:
+        self.shards = shards
+        self.max_restarts = max_restarts
+        self.cpus_per_shard = cpus_per_shard
+        self.population_class = population_class
+        self.made: list[ShardedPopulation] = []
+
+    def __call__(self, setup: Setup, market: bool) -> ShardedPopulation:
+        """A sharded population of ``setup``'s sites."""
+        population = self.population_class(
+            setup, shards=self.shards, max_restarts=self.max_restarts,
+            cpus_per_shard=self.cpus_per_shard,
+        )
+        self.made.append(population)
+        return population
+
+    def close(self) -> None:
+        """Stop every actor made."""
+        for population in self.made:
+            population.close()
+
+
+def run_sharded(
+    scenario: Scenario,
+    out: Path,
+    *,
+    shards: int,
+    address: str | None = None,
+    verbose: bool = False,
+    progress: bool = True,
+    report: bool = True,
+    max_restarts: int = 2,
+) -> dict[str, Any]:
+    """:func:`sim.run.run_scenario` with every case's sites sharded over Ray actors."""
+    from sim.run import run_scenario
+
+    cases = 1 + ("no_control" in scenario.yardsticks)
+    with ray_session(address, verbose=verbose) as resources:
+        cpus = min(1.0, float(resources.get("CPU", 1.0)) / (shards * cases))
+        factory = ShardedFactory(shards, max_restarts=max_restarts, cpus_per_shard=cpus)
+        try:
+            return run_scenario(scenario, out, progress=progress, report=report,
+                                population_factory=factory)
+        finally:
+            factory.close()
+
+
+# -- experiments --------------------------------------------------------------------------
+
+
+@ray.remote(num_cpus=1)
+def _run_task(
+    fn: Callable[[Scenario, Path], dict[str, Any]], base: Scenario, update: dict[str, Any],
+    out: str,
+) -> dict[str, Any]:
+    from sim.scenario import Scenario
+
+    return fn(Scenario.model_validate({**base.model_dump(), **update}), Path(out))
+
+
+def run_many(
+    fn: Callable[[Scenario, Path], dict[str, Any]],
+    base: Scenario,
+    jobs: Sequence[tuple[dict[str, Any], Path]],
+    on_done: Callable[[int, dict[str, Any]], None],
+    *,
+    max_in_flight: int | None = None,
+) -> None:
+    """Run ``fn(scenario, out)`` per job as a Ray task: ``base`` with the job's top-level
+    updates, into the job's directory.
+
+    ``fn`` must be a module-level function (tasks import it by name). At most
+    ``max_in_flight`` runs are submitted at once (default: the cluster's CPUs plus one, so
+    a CPU never waits for the driver); ``on_done(job_index, result)`` is called as each
+    run finishes, in finishing order. A failed run raises here; runs still in flight are
+    cancelled.
+    """
+    if max_in_flight is None:
+        max_in_flight = int(ray.cluster_resources().get("CPU", 1)) + 1
+    base_ref = ray.put(base)
+    pending: dict[ray.ObjectRef, int] = {}
+    queue = list(enumerate(jobs))
+    queue.reverse()
+    try:
+        while queue or pending:
+            while queue and len(pending) < max_in_flight:
+                index, (update, out) = queue.pop()
+                pending[_run_task.remote(fn, base_ref, update, str(out))] = index
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                index = pending.pop(ref)
+                on_done(index, ray.get(ref))
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)

@@ -1,0 +1,174 @@
+"""The Ray backend: sharded runs equal local runs, a killed shard recovers, compare's table.
+
+Peer: the local backend (:func:`sim.run.run_scenario` in this process) on the Idrija
+``tiny`` scenario (16 rounds, no-control yardstick only, to skip the optimum LP). Sharded
+runs must reproduce its ``summary.json`` (minus wall times) and parquet files exactly
+(tolerance 0: rows never read each other and the order book keeps the local row order).
+One Ray instance (2 CPUs, no dashboard) serves the whole session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from sim.build import build  # noqa: E402
+from sim.compare import METRICS, run_comparison  # noqa: E402
+from sim.engine import RoundEngine  # noqa: E402
+from sim.ray_backend import (  # noqa: E402
+    ShardedFactory,
+    ShardedPopulation,
+    ShardFailedError,
+    run_sharded,
+    shard_bounds,
+)
+from sim.run import run_scenario  # noqa: E402
+from sim.scenario import Scenario, load_scenario  # noqa: E402
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.fixture(scope="session")
+def ray_instance():
+    """One local Ray instance for every test of the session."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Scenario:
+    """Idrija's four-hour morning with only the no-control yardstick."""
+    scenario = load_scenario(CONFIGS / "idrija.yaml", "tiny")
+    return scenario.model_copy(update={"yardsticks": ("no_control",)})
+
+
+@pytest.fixture(scope="module")
+def local_run(tiny: Scenario, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The peer: the local backend's results."""
+    out = tmp_path_factory.mktemp("local")
+    run_scenario(tiny, out, progress=False, report=False)
+    return out
+
+
+def _without_wall_times(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_wall_times(v) for k, v in value.items() if "wall_time" not in k}
+    return value
+
+
+def assert_same_results(expected: Path, actual: Path) -> None:
+    """Same summary (minus wall times) and the same parquet tables (minus timings)."""
+    summary = [_without_wall_times(json.loads((d / "summary.json").read_text()))
+               for d in (expected, actual)]
+    assert summary[0] == summary[1]
+    names = sorted(p.name for p in expected.glob("*.parquet") if p.stem != "timings")
+    assert names == sorted(p.name for p in actual.glob("*.parquet") if p.stem != "timings")
+    assert "agents.parquet" in names
+    for name in names:
+        left, right = pd.read_parquet(expected / name), pd.read_parquet(actual / name)
+        timing = [c for c in left.columns if c.startswith("time_") and c.endswith("_s")]
+        pd.testing.assert_frame_equal(left.drop(columns=timing), right.drop(columns=timing),
+                                      check_exact=True)
+
+
+def test_shard_bounds_cut_where_the_bus_changes() -> None:
+    import numpy as np
+
+    bus = np.repeat([1, 2, 3], [40, 45, 15])
+    assert shard_bounds(bus, np.ones(100), 2) == [(0, 40), (40, 100)]
+    weight = np.r_[np.full(40, 3.0), np.ones(60)]  # the first bus's sites own assets
+    assert shard_bounds(bus, weight, 2) == [(0, 40), (40, 100)]
+    assert shard_bounds(bus, np.ones(100), 4) == [(0, 25), (25, 50), (50, 75), (75, 100)]
+    assert shard_bounds(bus[:10], np.ones(10), 20) == [(i, i + 1) for i in range(10)]
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_sharded_run_equals_local_run(
+    ray_instance, tiny: Scenario, local_run: Path, tmp_path: Path, shards: int
+) -> None:
+    run_sharded(tiny, tmp_path, shards=shards, progress=False, report=False)
+    assert_same_results(local_run, tmp_path)
+
+
+class _KillOnce(ShardedPopulation):
+    """Kills shard 0 (Ray may restart it) when planning round 5; then once more in
+    round 9 right after its bids were gathered (the actor has plan and bids to lose)."""
+
+    def plan(self, horizon, base_kw_true, pv_kw_per_kwp_true):
+        if horizon.first_slot == 5:
+            ray.kill(self.actors[0], no_restart=False)
+        return super().plan(horizon, base_kw_true, pv_kw_per_kwp_true)
+
+    def bids(self, baseline, requests, t_start, t_end, round_id):
+        table = super().bids(baseline, requests, t_start, t_end, round_id)
+        if round_id == 12:
+            ray.kill(self.actors[0], no_restart=False)
+        return table
+
+
+def test_killed_shard_recovers_with_identical_results(
+    ray_instance, tiny: Scenario, local_run: Path, tmp_path: Path
+) -> None:
+    factory = ShardedFactory(2, max_restarts=4, cpus_per_shard=0.5,
+                             population_class=_KillOnce)
+    try:
+        run_scenario(tiny, tmp_path, progress=False, report=False, population_factory=factory)
+    finally:
+        factory.close()
+    market = factory.made[0]
+    assert market.restarts[0] == 2, market.restarts
+    assert market.restarts[1] == 0
+    assert_same_results(local_run, tmp_path)
+
+
+def test_exhausted_restarts_fail_the_run_clearly(ray_instance, tiny: Scenario) -> None:
+    setup = build(tiny)
+    population = ShardedPopulation(setup, shards=2, max_restarts=0, cpus_per_shard=0.5)
+    engine = RoundEngine(setup, market=True, population=population)
+    try:
+        engine.step()
+        ray.kill(population.actors[0], no_restart=False)
+        with pytest.raises(ShardFailedError, match=r"shard 0 .* restarts are exhausted"):
+            engine.step()
+    finally:
+        population.close()
+
+
+def test_compare_two_rules_two_seeds_writes_the_table(ray_instance, tmp_path: Path) -> None:
+    config = tmp_path / "compare.yaml"
+    config.write_text(
+        f"scenario: {{file: {CONFIGS / 'idrija.yaml'}, name: tiny}}\n"
+        "rules: [{rule: pay_as_bid}, {rule: pay_as_clear}]\n"
+        "seeds: 2\n"
+        "yardsticks: [no_control]\n"
+    )
+    out = tmp_path / "out"
+    table = run_comparison(config, out, progress=False)
+    stored = pd.read_parquet(out / "comparison.parquet")
+    assert list(stored.columns) == ["kind", "label", "rule", "params", "seed", *METRICS]
+    runs = stored[stored["kind"] == "run"]
+    assert sorted(zip(runs["rule"], runs["seed"], strict=True)) == [
+        ("pay_as_bid", 0), ("pay_as_bid", 1), ("pay_as_clear", 0), ("pay_as_clear", 1)]
+    assert runs["messages"].gt(0).all()
+    assert runs["welfare_gain_eur"].notna().all()
+    for kind in ("mean", "ci_low", "ci_high"):
+        assert sorted(stored.loc[stored["kind"] == kind, "label"]) == [
+            "pay_as_bid", "pay_as_clear"]
+    means = stored[stored["kind"] == "mean"].set_index("label")
+    for rule in ("pay_as_bid", "pay_as_clear"):
+        assert means.at[rule, "messages"] == pytest.approx(
+            runs.loc[runs["rule"] == rule, "messages"].mean())
+    assert len(table) == len(stored)
+    page = (out / "comparison.html").read_text()
+    assert "comparison_dso_cost_eur.png" in page
+    assert (out / "comparison_violation_minutes.png").stat().st_size > 0
