@@ -142,6 +142,12 @@ class _Shard:
         self.bid_table: BidTable | None = None
         self.incarnation = uuid.uuid4().hex
 
+    def peak_rss_mb(self) -> float:
+        """Peak resident memory of the actor's process (MB)."""
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
     def restore(self, e_kwh: dict[str, np.ndarray], markup: np.ndarray) -> tuple[str, None]:
         """Set the assets' state to a checkpoint."""
         for kind, values in e_kwh.items():
@@ -264,6 +270,10 @@ class ShardedPopulation:
     def markup(self) -> np.ndarray:
         """Each site's margin after the last delivered round."""
         return self.local.markup
+
+    def peak_rss_mb(self) -> list[float]:
+        """Peak resident memory of each shard's process (MB)."""
+        return ray.get([actor.peak_rss_mb.remote() for actor in self.actors])
 
     def close(self) -> None:
         """Stop the shard actors."""
