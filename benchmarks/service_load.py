@@ -45,6 +45,9 @@ from service.participants import create_participant
 SLOT = timedelta(minutes=15)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+GATE_MARGIN = timedelta(seconds=60)
+"""Bids target a slot whose gate is at least this far ahead (more than any queueing delay),
+so a "gate closed" answer cannot come from a bid that merely waited in a queue past it."""
 
 
 @dataclass
@@ -156,7 +159,7 @@ async def _agent(
     try:
         while time.monotonic() < until:
             n += 1
-            slot = _target_slot(gate_lead, timedelta(seconds=5))
+            slot = _target_slot(gate_lead, GATE_MARGIN)
             bid_id = f"{pid}-{n}"
             body = json.dumps(
                 {
