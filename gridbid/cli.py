@@ -180,23 +180,17 @@ def _print_comparison(table, metrics: tuple[str, ...]) -> None:
     Console().print(shown)
 
 
-@app.command()
-def serve(
-    db: Annotated[str | None, typer.Option(help="Database URL.")] = None,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-) -> None:
-    """Run the coordinator service that real building controllers connect to."""
-    _not_implemented("serve")
+def _register_service_commands() -> None:
+    """``gridbid serve``, ``gridbid admin create-participant`` and ``gridbid pilot-demo`` are
+    the coordinator's own commands (:mod:`service.cli`), registered here unchanged."""
+    from service.cli import create_participant, pilot_demo, serve
+
+    app.command("serve")(serve)
+    admin_app.command("create-participant")(create_participant)
+    app.command("pilot-demo")(pilot_demo)
 
 
-@admin_app.command("create-participant")
-def create_participant(
-    name: Annotated[str, typer.Argument(help="Participant id.")],
-    role: Annotated[str, typer.Option(help="prosumer | dso | operator | observer")] = "prosumer",
-) -> None:
-    """Create a participant and print its API key once."""
-    _not_implemented("admin create-participant")
+_register_service_commands()
 
 
 @app.command()
@@ -207,9 +201,3 @@ def agent(
 ) -> None:
     """Run one building, storage or heating-plant agent against a live coordinator."""
     _not_implemented("agent")
-
-
-@app.command("pilot-demo")
-def pilot_demo() -> None:
-    """Start a coordinator and the Idrija agents on loopback for one accelerated day."""
-    _not_implemented("pilot-demo")
