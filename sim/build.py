@@ -17,7 +17,7 @@ import pandas as pd
 
 from agents import PVSpec, SiteSpec
 from grid import Network, build_network
-from grid.profiles import element_injections, simbench_profiles
+from grid.profiles import simbench_window
 from grid.sources import simbench_net
 from sim.scenario import Scenario, ScenarioError
 
@@ -148,9 +148,7 @@ def build(scenario: Scenario) -> Setup:
         hours=scenario.time.start_hour
     )
     if scenario.grid.simbench:
-        elements = element_injections(
-            network, simbench_profiles(scenario.grid.simbench), profile_start, n_slots
-        )
+        elements = simbench_window(network, scenario.grid.simbench, profile_start, n_slots)
         load_p, load_q = elements.load_p_mw, elements.load_q_mvar
         sgen_p, storage_p = elements.sgen_p_mw, elements.storage_p_mw
     else:

@@ -71,3 +71,18 @@ def test_window_outside_the_year_is_refused(case, year) -> None:
         profiles.bus_injections(network, year, 35130, 10)
     with pytest.raises(ValueError, match="2017"):
         profiles.bus_injections(network, year, "2017-01-01 00:00", 4)
+
+
+@pytest.mark.parametrize("code", ["1-LV-rural1--0-sw", "1-LV-rural3--2-sw"])
+def test_simbench_window_equals_the_absolute_year(code: str) -> None:
+    """Peer: simbench's own get_absolute_values (through simbench_profiles); exact equality
+    for every element table over a 200-slot window."""
+    from grid import build_network
+    from grid.profiles import element_injections, simbench_profiles, simbench_window
+
+    network = build_network(code)
+    full = element_injections(network, simbench_profiles(code), 1000, 200)
+    window = simbench_window(network, code, 1000, 200)
+    assert (full.time == window.time).all()
+    for name in ("load_p_mw", "load_q_mvar", "sgen_p_mw", "sgen_q_mvar", "storage_p_mw"):
+        np.testing.assert_array_equal(getattr(full, name), getattr(window, name))
