@@ -46,11 +46,6 @@ def main(
     setup_logging(verbose=verbose, quiet=quiet)
 
 
-def _not_implemented(what: str) -> None:
-    typer.echo(f"gridbid {what}: not implemented yet", err=True)
-    raise typer.Exit(code=2)
-
-
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
@@ -181,23 +176,14 @@ def _print_comparison(table, metrics: tuple[str, ...]) -> None:
 
 
 def _register_service_commands() -> None:
-    """``gridbid serve``, ``gridbid admin create-participant`` and ``gridbid pilot-demo`` are
-    the coordinator's own commands (:mod:`service.cli`), registered here unchanged."""
-    from service.cli import create_participant, pilot_demo, serve
+    """``gridbid serve``, ``agent``, ``admin create-participant`` and ``pilot-demo`` are the
+    coordinator's own commands (:mod:`service.cli`), registered here unchanged."""
+    from service.cli import agent, create_participant, pilot_demo, serve
 
     app.command("serve")(serve)
+    app.command("agent")(agent)
     admin_app.command("create-participant")(create_participant)
     app.command("pilot-demo")(pilot_demo)
 
 
 _register_service_commands()
-
-
-@app.command()
-def agent(
-    config: Annotated[Path, typer.Option(help="Agent YAML file.")],
-    url: Annotated[str, typer.Option(help="Coordinator URL.")],
-    key: Annotated[str, typer.Option(help="API key.")],
-) -> None:
-    """Run one building, storage or heating-plant agent against a live coordinator."""
-    _not_implemented("agent")

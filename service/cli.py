@@ -10,16 +10,18 @@ import asyncio
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 from pydantic import ValidationError
 
 from service.auth import Role
+from service.client import ServiceError
 from service.config import load_config
 from service.db import Database, default_sqlite_url
 from service.participants import create_participant as _create_participant
 from service.schemas import ParticipantIn
 
-__all__ = ["app", "create_participant", "pilot_demo", "serve"]
+__all__ = ["agent", "app", "create_participant", "pilot_demo", "serve"]
 
 DEFAULT_DB = default_sqlite_url("gridbid.sqlite")
 
@@ -85,6 +87,27 @@ async def _admit(url: str, name: str, role: Role) -> str:
         return key
     finally:
         await database.dispose()
+
+
+@app.command("agent")
+def agent(
+    config: Annotated[Path, typer.Option(help="Agent YAML (participant_id, bus, preset...).")],
+    url: Annotated[str, typer.Option(help="Coordinator URL, e.g. http://127.0.0.1:8000.")],
+    key: Annotated[str, typer.Option(help="The participant's API key.")],
+) -> None:
+    """Run one building, storage or heating-plant agent against a live coordinator."""
+    from service.site_agent import load_agent_config, run_agent
+
+    try:
+        parsed = load_agent_config(config)
+    except ValueError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(code=2) from None
+    try:
+        asyncio.run(run_agent(parsed, url, key))
+    except (httpx.HTTPError, ServiceError) as error:
+        typer.echo(f"gridbid agent: coordinator at {url}: {error}", err=True)
+        raise typer.Exit(code=1) from None
 
 
 @app.command("pilot-demo")
