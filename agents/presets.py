@@ -7,7 +7,7 @@ site with only a battery. Numbers come from ../shared/IDRIJA.md (H = sourced, ES
 estimate, as marked there); each field says its unit.
 """
 
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -154,6 +154,21 @@ class SiteSpec(_Spec):
     forecast_sigma: NonNegative = 0.1
     strategy: str = "truthful"
     markup: NonNegative = 0.0
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "SiteSpec":
+        """This spec with ``overrides`` applied; a nested dict updates an asset's fields
+        (``{"battery": {"capacity_kwh": 20}}``), and the result is validated again."""
+        return SiteSpec.model_validate(_deep_merge(self.model_dump(), overrides))
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 PRESETS: dict[str, SiteSpec] = {

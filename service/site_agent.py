@@ -222,13 +222,7 @@ class AgentConfig(BaseModel):
 
     def spec(self) -> SiteSpec:
         """The preset with the overrides applied."""
-        merged = PRESETS[self.preset].model_dump()
-        for key, value in self.overrides.items():
-            if isinstance(value, dict) and isinstance(merged.get(key), dict):
-                merged[key] = {**merged[key], **value}
-            else:
-                merged[key] = value
-        return SiteSpec.model_validate(merged)
+        return PRESETS[self.preset].with_overrides(self.overrides)
 
 
 def load_agent_config(path: Path) -> AgentConfig:

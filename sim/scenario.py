@@ -137,11 +137,10 @@ class Population(_Strict):
 
     def spec(self) -> SiteSpec:
         """The preset with the overrides applied (nested dicts merge into asset specs)."""
-        base = PRESETS[self.preset].model_dump()
-        merged = _deep_merge(base, self.overrides)
+        overrides = dict(self.overrides)
         if self.strategy is not None:
-            merged["strategy"] = self.strategy
-        return SiteSpec.model_validate(merged)
+            overrides["strategy"] = self.strategy
+        return PRESETS[self.preset].with_overrides(overrides)
 
 
 class MarketSettings(_Strict):
