@@ -142,6 +142,7 @@ class FlexPopulation:
     forecast_sigma: np.ndarray = field(repr=False)
     n_levels: int | None = None
     max_blocks: int = 3
+    bid_versions: dict[int, int] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_specs(
@@ -283,8 +284,13 @@ class FlexPopulation:
         """Offer flexibility for the delivery slot (the plan's first slot).
 
         A site bids in a direction only if a public request of that direction lists a
-        positive sensitivity at the site's bus (active or reactive respectively).
+        positive sensitivity at the site's bus (active or reactive respectively). Bid ids
+        depend on the round, the asset, the direction and the block only; bidding again in
+        the same round (after new requests or a new plan) raises the bids' version, so the
+        newer bid replaces the older one in the order book.
         """
+        version = self.bid_versions.get(round_id, -1) + 1
+        self.bid_versions = {round_id: version}
         wanted_p = {d: set() for d in Direction}
         wanted_q = {d: set() for d in Direction}
         for request in requests:
@@ -367,6 +373,7 @@ class FlexPopulation:
             q_kvar=np.where(react, qty, 0.0),
             price_eur_per_kvarh=np.where(react, price, 0.0),
             asset_id=asset_id,
+            version=np.full(len(site), version, dtype=np.int64),
             t_start=np.full(len(site), t_start, dtype=object) if len(site) else None,
             t_end=np.full(len(site), t_end, dtype=object) if len(site) else None,
         )

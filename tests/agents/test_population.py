@@ -259,3 +259,27 @@ def test_an_undersized_heat_pump_heats_flat_out_and_offers_nothing() -> None:
     assert plan.p_kw[0, 0] == pytest.approx(4.5)
     bids = pop.bids(baseline, requests_everywhere(pop, cold), *slot_times(cold), 0)
     assert not (bids.asset == "heat_pump").any()
+
+
+def test_a_rebid_in_the_same_round_replaces_the_older_bid(winter: Horizon) -> None:
+    """Bidding twice in one round gives the same bid ids with version 1; an order book of
+    both rounds of bids keeps only the newer version of each (market's replacement rule)."""
+    from market import OrderBook
+
+    pop = make_population(["home_pv_battery", "community_battery"])
+    baseline = pop.plan(winter, base_load(pop), pv_per_kwp())
+    reqs = requests_everywhere(pop, winter)
+    first = pop.bids(baseline, reqs, *slot_times(winter), 5).book
+    second = pop.bids(baseline, reqs, *slot_times(winter), 5).book
+    assert len(first) > 0
+    assert list(first.bid_id) == list(second.bid_id)
+    assert set(first.version) == {0} and set(second.version) == {1}
+    column = lambda name: np.concatenate([getattr(first, name), getattr(second, name)])  # noqa: E731
+    merged = OrderBook.from_arrays(
+        column("bid_id"), column("seller_id"), column("bus"), column("direction"),
+        column("p_kw"), column("price_eur_per_kwh"), q_kvar=column("q_kvar"),
+        price_eur_per_kvarh=column("price_eur_per_kvarh"), asset_id=column("asset_id"),
+        version=column("version"),
+    )
+    assert len(merged) == len(second) and set(merged.version) == {1}
+    assert pop.bids(baseline, reqs, *slot_times(winter), 6).book.version.max() == 0
