@@ -151,6 +151,9 @@ def compare(
         typer.echo(str(error), err=True)
         raise typer.Exit(code=2) from None
     _print_comparison(table, METRICS)
+    failed = table[(table["kind"] == "run") & (table["error"] != "")]
+    for _, row in failed.iterrows():
+        typer.echo(f"run {row['label']} seed {row['seed']} failed: {row['error']}", err=True)
     typer.echo(f"results: {out / 'comparison.parquet'}; report: {out / 'comparison.html'}")
 
 

@@ -220,12 +220,15 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
 
     Returns rows of kind ``mean``, ``ci_low`` and ``ci_high`` per label (seed −1), with the
     same metric columns as the runs; a metric with fewer than two finite values has no
-    interval (NaN).
+    interval (NaN). Failed runs (NaN metrics, their ``error`` set) are left out; ``error``
+    of an aggregate row says how many failed.
     """
     rows = []
     for label, frame in runs.groupby("label", sort=False):
         first = frame.iloc[0]
-        base = {"label": label, "rule": first["rule"], "params": first["params"], "seed": -1}
+        failures = int((frame["error"] != "").sum()) if "error" in frame else 0
+        base = {"label": label, "rule": first["rule"], "params": first["params"], "seed": -1,
+                "error": f"{failures} of {len(frame)} runs failed" if failures else ""}
         mean, low, high = dict(base, kind="mean"), dict(base, kind="ci_low"), dict(
             base, kind="ci_high")
         for metric in METRICS:
@@ -244,14 +247,19 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
 
 def comparison_table(jobs: list[dict[str, Any]], results: dict[int, dict[str, Any]]
                      ) -> pd.DataFrame:
-    """Run rows (kind ``run``) followed by the aggregates, one tidy table."""
+    """Run rows (kind ``run``) followed by the aggregates, one tidy table.
+
+    Columns: ``kind``, ``label``, ``rule``, ``params`` (JSON), ``seed``, the
+    :data:`METRICS`, and ``error`` (empty for a run that finished).
+    """
     runs = pd.DataFrame([
         {"kind": "run", "label": job["label"], "rule": job["rule"],
          "params": json.dumps(job["params"], sort_keys=True), "seed": job["seed"],
          **results[i]}
         for i, job in enumerate(jobs) if i in results
     ])
-    return pd.concat([runs, aggregate(runs)], ignore_index=True)
+    table = pd.concat([runs, aggregate(runs)], ignore_index=True)
+    return table[["kind", "label", "rule", "params", "seed", *METRICS, "error"]]
 
 
 def run_comparison(
@@ -294,7 +302,12 @@ def run_comparison(
         task = bar.add_task(f"{scenario.name}: runs", total=len(jobs))
 
         def done(index: int, row: dict[str, Any]) -> None:
-            results[index] = row
+            results[index] = {**row, "error": ""}
+            bar.advance(task)
+
+        def failed(index: int, error: BaseException) -> None:
+            cause = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+            results[index] = {**dict.fromkeys(METRICS, np.nan), "error": cause[:500]}
             bar.advance(task)
 
         run_many(
@@ -303,6 +316,7 @@ def run_comparison(
             [(job["update"], out / "runs" / _safe(job["label"]) / f"seed-{job['seed']}")
              for job in jobs],
             done,
+            on_error=failed,
         )
     table = comparison_table(jobs, results)
     table.to_parquet(out / "comparison.parquet", index=False)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
-from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from agents import ASSET_KINDS, BidTable, Delivery, FlexPopulation, Horizon
 from market.book import OrderBook
@@ -111,8 +111,8 @@ def ray_session(
 def shard_bounds(bus: np.ndarray, weight: np.ndarray, shards: int) -> list[tuple[int, int]]:
     """Cut rows into ``shards`` contiguous, non-empty blocks of about equal ``weight``.
 
-    Each cut moves to the nearest row where the bus changes (so a bus is not split) if
-    that keeps every block non-empty.
+    Each cut moves to the nearest row where the bus changes (so a bus area is not split)
+    if that row is within a quarter of an even block's rows; every block stays non-empty.
     """
     n = len(bus)
     shards = max(1, min(shards, n))
@@ -555,6 +555,7 @@ def run_many(
     jobs: Sequence[tuple[dict[str, Any], Path]],
     on_done: Callable[[int, dict[str, Any]], None],
     *,
+    on_error: Callable[[int, BaseException], None] | None = None,
     max_in_flight: int | None = None,
 ) -> None:
     """Run ``fn(scenario, out)`` per job as a Ray task: ``base`` with the job's top-level
@@ -563,8 +564,9 @@ def run_many(
     ``fn`` must be a module-level function (tasks import it by name). At most
     ``max_in_flight`` runs are submitted at once (default: the cluster's CPUs plus one, so
     a CPU never waits for the driver); ``on_done(job_index, result)`` is called as each
-    run finishes, in finishing order. A failed run raises here; runs still in flight are
-    cancelled.
+    run finishes, in finishing order. A run that raises is passed to ``on_error(job_index,
+    error)`` (the error's cause, with the task's traceback in its message); without
+    ``on_error`` it raises here and the runs still in flight are cancelled.
     """
     if max_in_flight is None:
         max_in_flight = int(ray.cluster_resources().get("CPU", 1)) + 1
@@ -580,7 +582,14 @@ def run_many(
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 index = pending.pop(ref)
-                on_done(index, ray.get(ref))
+                try:
+                    result = ray.get(ref)
+                except RayTaskError as error:
+                    if on_error is None:
+                        raise
+                    on_error(index, error)
+                    continue
+                on_done(index, result)
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)

@@ -155,10 +155,12 @@ def test_compare_two_rules_two_seeds_writes_the_table(ray_instance, tmp_path: Pa
     out = tmp_path / "out"
     table = run_comparison(config, out, progress=False)
     stored = pd.read_parquet(out / "comparison.parquet")
-    assert list(stored.columns) == ["kind", "label", "rule", "params", "seed", *METRICS]
+    assert list(stored.columns) == ["kind", "label", "rule", "params", "seed", *METRICS,
+                                    "error"]
     runs = stored[stored["kind"] == "run"]
     assert sorted(zip(runs["rule"], runs["seed"], strict=True)) == [
         ("pay_as_bid", 0), ("pay_as_bid", 1), ("pay_as_clear", 0), ("pay_as_clear", 1)]
+    assert (runs["error"] == "").all(), runs["error"].tolist()
     assert runs["messages"].gt(0).all()
     assert runs["welfare_gain_eur"].notna().all()
     for kind in ("mean", "ci_low", "ci_high"):
