@@ -14,9 +14,11 @@ Metrics of a run (market case; ``no_control`` and ``optimum`` are its yardsticks
 * ``dso_cost_eur``: what the DSO paid for flexibility;
 * ``welfare_gain_eur``: total cost without control minus with the market (agents' energy
   cost plus the violation penalty; DSO payments are transfers and cancel);
-* ``efficiency``: the optimum's total cost over the market's (needs ``optimum``);
-* ``agents_surplus_eur``: revenue minus the agents' cost of resolving, summed; and its
-  spread over agents, ``surplus_std_eur`` (fairness; per agent, bills against no control);
+* ``efficiency``: the optimum's resolving cost over the market's (``efficiency_vs_optimum``
+  of the run's summary; needs ``optimum``);
+* ``agents_surplus_eur``: the sellers' revenue minus their own cost of what they delivered,
+  summed; and its spread over agents, ``surplus_std_eur`` (fairness: standard deviation of
+  each agent's revenue minus flexibility cost);
 * ``messages`` (requests + bids + awards), ``clearing_rounds``, ``wall_time_s``.
 """
 
@@ -194,8 +196,8 @@ def run_metrics(scenario: Scenario, out: Path) -> dict[str, Any]:
         "violation_bus_minutes": market["violation_bus_minutes"],
         "dso_cost_eur": market["dso_cost_eur"],
         "welfare_gain_eur": np.nan,
-        "efficiency": comparison.get("efficiency_total_cost"),
-        "agents_surplus_eur": comparison.get("agents_surplus_eur"),
+        "efficiency": comparison.get("efficiency_vs_optimum"),
+        "agents_surplus_eur": comparison.get("sellers_surplus_eur"),
         "surplus_std_eur": np.nan,
         "messages": market["messages"],
         "clearing_rounds": np.nan,
@@ -204,11 +206,11 @@ def run_metrics(scenario: Scenario, out: Path) -> dict[str, Any]:
     if "no_control_total_cost_eur" in comparison:
         row["welfare_gain_eur"] = (comparison["no_control_total_cost_eur"]
                                    - comparison["market_total_cost_eur"])
-        agents = pd.read_parquet(out / "agents.parquet")
-        per_case = agents.groupby(["case", "agent_id"])[["bill_eur", "revenue_eur"]].sum()
-        m, nc = per_case.loc["market"], per_case.loc["no_control"]
-        surplus = m["revenue_eur"] - (m["bill_eur"] - nc["bill_eur"].reindex(m.index))
-        row["surplus_std_eur"] = float(surplus.std(ddof=0))
+    agents = pd.read_parquet(out / "agents.parquet")
+    market_rows = agents[agents["case"] == "market"]
+    per_agent = market_rows.groupby("agent_id")[["revenue_eur", "flex_cost_eur"]].sum()
+    row["surplus_std_eur"] = float((per_agent["revenue_eur"] - per_agent["flex_cost_eur"])
+                                   .std(ddof=0))
     timeseries = pd.read_parquet(out / "timeseries.parquet")
     row["clearing_rounds"] = int(timeseries.loc[timeseries["case"] == "market",
                                                 "clearing_rounds"].sum())

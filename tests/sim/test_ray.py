@@ -162,7 +162,8 @@ def test_compare_two_rules_two_seeds_writes_the_table(ray_instance, tmp_path: Pa
         ("pay_as_bid", 0), ("pay_as_bid", 1), ("pay_as_clear", 0), ("pay_as_clear", 1)]
     assert (runs["error"] == "").all(), runs["error"].tolist()
     assert runs["messages"].gt(0).all()
-    assert runs["welfare_gain_eur"].notna().all()
+    for metric in ("welfare_gain_eur", "agents_surplus_eur", "surplus_std_eur", "dso_cost_eur"):
+        assert runs[metric].notna().all(), metric
     for kind in ("mean", "ci_low", "ci_high"):
         assert sorted(stored.loc[stored["kind"] == kind, "label"]) == [
             "pay_as_bid", "pay_as_clear"]
