@@ -104,7 +104,7 @@ class DSOAgent:
         result = powerflow(self.network, p_mw, q_mvar)
         if not bool(np.all(result.converged)):
             raise RuntimeError(
-                "DSO power flow did not converge on the announced baselines; "
+                "DSO power flow did not converge on the given per-bus injections; "
                 "the injections are outside what the grid can carry"
             )
         vm = result.vm_pu

@@ -170,7 +170,15 @@ class RoundEngine:
         t0 = clock()
         q_site = real_base * s.q_per_p + delivery.q_kvar
         # The DSO checks the real voltages after delivery (its own power flow on the meters).
-        flow = self.dso.assess(*self._per_bus(k, delivery.p_kw, q_site)).result
+        try:
+            flow = self.dso.assess(*self._per_bus(k, delivery.p_kw, q_site)).result
+        except RuntimeError as error:
+            total = 0.0 if awarded is None else float(awarded.sum())
+            raise RuntimeError(
+                f"round {k} ({t_start:%Y-%m-%d %H:%M} UTC): the grid has no power-flow "
+                f"solution after delivery of {total:.0f} kW/kvar of awards under rule "
+                f"{s.scenario.market.rule!r}: {error}"
+            ) from error
         phase["powerflow"] = clock() - t0
 
         t0 = clock()
