@@ -124,18 +124,12 @@ def run_scenario(
             raise ValueError("yardsticks: 'optimum' needs 'no_control' (its linearisation point)")
         t0 = time.perf_counter()
         nc_p = np.array([r.metered_kw for r in nc.records])
-        p_bus = np.array(
-            [
-                nc._per_bus(k, r.metered_kw, setup.base_kw[:, k] * setup.q_per_p)[0]
-                for k, r in enumerate(nc.records)
-            ]
-        )
-        q_bus = np.array(
-            [
-                nc._per_bus(k, r.metered_kw, setup.base_kw[:, k] * setup.q_per_p)[1]
-                for k, r in enumerate(nc.records)
-            ]
-        )
+        per_bus = [
+            nc._per_bus(k, r.metered_kw, setup.base_kw[:, k] * setup.q_per_p)
+            for k, r in enumerate(nc.records)
+        ]
+        p_bus = np.array([p for p, _ in per_bus])
+        q_bus = np.array([q for _, q in per_bus])
         flows = powerflow(setup.network, p_bus, q_bus)
         free = solve_optimum(setup, flows, nc_p, enforce_band=False)
         best = solve_optimum(setup, flows, nc_p, enforce_band=True)
