@@ -125,8 +125,9 @@ class Comparison(_Strict):
 _EMPTY_BOOK = OrderBook.from_arrays([], [], np.zeros(0, dtype=np.int64), [], [], [])
 
 
-def load_comparison(path: str | Path, scenario_name: str | None = None
-                    ) -> tuple[Comparison, Scenario]:
+def load_comparison(
+    path: str | Path, scenario_name: str | None = None
+) -> tuple[Comparison, Scenario]:
     """Parse a comparison file and load its scenario (``scenario_name`` overrides)."""
     path = Path(path)
     try:
@@ -144,8 +145,9 @@ def load_comparison(path: str | Path, scenario_name: str | None = None
             lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
         raise CompareError("\n".join(lines)) from None
     try:
-        scenario = load_scenario(path.parent / comparison.scenario.file,
-                                 scenario_name or comparison.scenario.name)
+        scenario = load_scenario(
+            path.parent / comparison.scenario.file, scenario_name or comparison.scenario.name
+        )
     except ScenarioError as error:
         raise CompareError(f"{path}: scenario: {error}") from None
     if comparison.yardsticks is not None:
@@ -153,16 +155,19 @@ def load_comparison(path: str | Path, scenario_name: str | None = None
     return comparison, scenario
 
 
-def expand_jobs(comparison: Comparison, rules: list[str] | None = None,
-                seeds: int | None = None) -> list[dict[str, Any]]:
+def expand_jobs(
+    comparison: Comparison, rules: list[str] | None = None, seeds: int | None = None
+) -> list[dict[str, Any]]:
     """One job per variant x parameter point x seed: ``label``, ``rule``, ``params``,
     ``seed`` and ``update`` (the scenario's top-level fields to replace)."""
     chosen = [v for v in comparison.rules if rules is None or v.rule in rules]
     if rules is not None:
         unknown = sorted(set(rules) - {v.rule for v in comparison.rules})
         if unknown:
-            raise CompareError(f"--rules: {unknown} not in the comparison's rules "
-                               f"{[v.rule for v in comparison.rules]}")
+            raise CompareError(
+                f"--rules: {unknown} not in the comparison's rules "
+                f"{[v.rule for v in comparison.rules]}"
+            )
     jobs = []
     for variant in chosen:
         for params in variant.combinations():
@@ -171,14 +176,18 @@ def expand_jobs(comparison: Comparison, rules: list[str] | None = None,
             )
             for i in range(seeds or comparison.seeds):
                 seed = comparison.seed_start + i
-                jobs.append({
-                    "label": label,
-                    "rule": variant.rule,
-                    "params": params,
-                    "seed": seed,
-                    "update": {"market": {"rule": variant.rule, "params": params},
-                               "seed": seed},
-                })
+                jobs.append(
+                    {
+                        "label": label,
+                        "rule": variant.rule,
+                        "params": params,
+                        "seed": seed,
+                        "update": {
+                            "market": {"rule": variant.rule, "params": params},
+                            "seed": seed,
+                        },
+                    }
+                )
     return jobs
 
 
@@ -204,16 +213,19 @@ def run_metrics(scenario: Scenario, out: Path) -> dict[str, Any]:
         "wall_time_s": wall,
     }
     if "no_control_total_cost_eur" in comparison:
-        row["welfare_gain_eur"] = (comparison["no_control_total_cost_eur"]
-                                   - comparison["market_total_cost_eur"])
+        row["welfare_gain_eur"] = (
+            comparison["no_control_total_cost_eur"] - comparison["market_total_cost_eur"]
+        )
     agents = pd.read_parquet(out / "agents.parquet")
     market_rows = agents[agents["case"] == "market"]
     per_agent = market_rows.groupby("agent_id")[["revenue_eur", "flex_cost_eur"]].sum()
-    row["surplus_std_eur"] = float((per_agent["revenue_eur"] - per_agent["flex_cost_eur"])
-                                   .std(ddof=0))
+    row["surplus_std_eur"] = float(
+        (per_agent["revenue_eur"] - per_agent["flex_cost_eur"]).std(ddof=0)
+    )
     timeseries = pd.read_parquet(out / "timeseries.parquet")
-    row["clearing_rounds"] = int(timeseries.loc[timeseries["case"] == "market",
-                                                "clearing_rounds"].sum())
+    row["clearing_rounds"] = int(
+        timeseries.loc[timeseries["case"] == "market", "clearing_rounds"].sum()
+    )
     return {k: (np.nan if v is None else v) for k, v in row.items()}
 
 
@@ -229,17 +241,26 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     for label, frame in runs.groupby("label", sort=False):
         first = frame.iloc[0]
         failures = int((frame["error"] != "").sum()) if "error" in frame else 0
-        base = {"label": label, "rule": first["rule"], "params": first["params"], "seed": -1,
-                "error": f"{failures} of {len(frame)} runs failed" if failures else ""}
-        mean, low, high = dict(base, kind="mean"), dict(base, kind="ci_low"), dict(
-            base, kind="ci_high")
+        base = {
+            "label": label,
+            "rule": first["rule"],
+            "params": first["params"],
+            "seed": -1,
+            "error": f"{failures} of {len(frame)} runs failed" if failures else "",
+        }
+        mean, low, high = (
+            dict(base, kind="mean"),
+            dict(base, kind="ci_low"),
+            dict(base, kind="ci_high"),
+        )
         for metric in METRICS:
             values = frame[metric].to_numpy(dtype=float)
             values = values[np.isfinite(values)]
             mean[metric] = float(values.mean()) if values.size else np.nan
             if values.size >= 2:
-                half = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(
-                    values.size)
+                half = (
+                    stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
+                )
                 low[metric], high[metric] = mean[metric] - half, mean[metric] + half
             else:
                 low[metric] = high[metric] = np.nan
@@ -247,19 +268,28 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def comparison_table(jobs: list[dict[str, Any]], results: dict[int, dict[str, Any]]
-                     ) -> pd.DataFrame:
+def comparison_table(
+    jobs: list[dict[str, Any]], results: dict[int, dict[str, Any]]
+) -> pd.DataFrame:
     """Run rows (kind ``run``) followed by the aggregates, one tidy table.
 
     Columns: ``kind``, ``label``, ``rule``, ``params`` (JSON), ``seed``, the
     :data:`METRICS`, and ``error`` (empty for a run that finished).
     """
-    runs = pd.DataFrame([
-        {"kind": "run", "label": job["label"], "rule": job["rule"],
-         "params": json.dumps(job["params"], sort_keys=True), "seed": job["seed"],
-         **results[i]}
-        for i, job in enumerate(jobs) if i in results
-    ])
+    runs = pd.DataFrame(
+        [
+            {
+                "kind": "run",
+                "label": job["label"],
+                "rule": job["rule"],
+                "params": json.dumps(job["params"], sort_keys=True),
+                "seed": job["seed"],
+                **results[i],
+            }
+            for i, job in enumerate(jobs)
+            if i in results
+        ]
+    )
     table = pd.concat([runs, aggregate(runs)], ignore_index=True)
     return table[["kind", "label", "rule", "params", "seed", *METRICS, "error"]]
 
@@ -296,11 +326,16 @@ def run_comparison(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[int, dict[str, Any]] = {}
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with ray_session(address, verbose=verbose), Progress(
-        *columns, disable=not progress, transient=True
-    ) as bar:
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with (
+        ray_session(address, verbose=verbose),
+        Progress(*columns, disable=not progress, transient=True) as bar,
+    ):
         task = bar.add_task(f"{scenario.name}: runs", total=len(jobs))
 
         def done(index: int, row: dict[str, Any]) -> None:
@@ -315,8 +350,10 @@ def run_comparison(
         run_many(
             run_metrics,
             scenario,
-            [(job["update"], out / "runs" / _safe(job["label"]) / f"seed-{job['seed']}")
-             for job in jobs],
+            [
+                (job["update"], out / "runs" / _safe(job["label"]) / f"seed-{job['seed']}")
+                for job in jobs
+            ],
             done,
             on_error=failed,
         )

@@ -34,8 +34,10 @@ _UNITS = {
 def _plot(out: Path, table: pd.DataFrame, metric: str) -> str | None:
     runs = table[table["kind"] == "run"]
     labels = list(dict.fromkeys(runs["label"]))
-    by_kind = {kind: table[table["kind"] == kind].set_index("label")[metric]
-               for kind in ("mean", "ci_low", "ci_high")}
+    by_kind = {
+        kind: table[table["kind"] == kind].set_index("label")[metric]
+        for kind in ("mean", "ci_low", "ci_high")
+    }
     if not np.isfinite(runs[metric].to_numpy(dtype=float)).any():
         return None
     fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(labels)), 3.6))
@@ -82,7 +84,7 @@ img{{max-width:48%}}</style></head><body>
 <h1>Market rules on {html.escape(scenario)}</h1>
 <p>{n_runs} runs; per rule the mean over seeds and its 95&nbsp;% confidence interval
 (Student's t). Raw rows: comparison.parquet.</p>
-<table><tr><th>rule</th>{head}</tr>{''.join(body)}</table>
+<table><tr><th>rule</th>{head}</tr>{"".join(body)}</table>
 {images}</body></html>
 """
     path = out / "comparison.html"

@@ -135,7 +135,10 @@ class _Shard:
     """A block of sites: plans, bids and delivers for all of them in one call each."""
 
     def __init__(
-        self, population: FlexPopulation, base_kw: np.ndarray, pv_kw_per_kwp: np.ndarray,
+        self,
+        population: FlexPopulation,
+        base_kw: np.ndarray,
+        pv_kw_per_kwp: np.ndarray,
         threads: int,
     ) -> None:
         import numba
@@ -189,8 +192,11 @@ class _Shard:
             return self.incarnation, None
         k = self.baseline.horizon.first_slot
         delivery = self.population.deliver(
-            self.baseline, self.bid_table if with_bids else None, awarded_kw,
-            self.base_kw[:, k], self.pv_kw_per_kwp[:, k],
+            self.baseline,
+            self.bid_table if with_bids else None,
+            awarded_kw,
+            self.base_kw[:, k],
+            self.pv_kw_per_kwp[:, k],
         )
         state = {kind: g.e_kwh.copy() for kind, g in self.population.groups.items()}
         return self.incarnation, (delivery, state, self.population.markup.copy())
@@ -240,13 +246,15 @@ class ShardedPopulation:
         self.restart_timeout_s = restart_timeout_s
         self.restarts = [0] * len(self.bounds)
         self._group_rows = [  # per shard: its slice of each asset group it owns rows of
-            {kind: rows for kind, g in self.local.groups.items()
-             if (rows := (int(np.searchsorted(g.site, a)), int(np.searchsorted(g.site, b))))[1]
-             > rows[0]}
+            {
+                kind: rows
+                for kind, g in self.local.groups.items()
+                if (rows := (int(np.searchsorted(g.site, a)), int(np.searchsorted(g.site, b))))[1]
+                > rows[0]
+            }
             for a, b in self.bounds
         ]
-        options = {"max_restarts": max_restarts, "max_task_retries": 0,
-                   "num_cpus": cpus_per_shard}
+        options = {"max_restarts": max_restarts, "max_task_retries": 0, "num_cpus": cpus_per_shard}
         threads = max(1, int(cpus_per_shard))
         self._inputs = [  # held for the life of the actors: a restart re-reads them
             (
@@ -298,12 +306,15 @@ class ShardedPopulation:
         the setup's own, sliced at the horizon; that is checked, not re-sent.
         """
         k, h = horizon.first_slot, horizon.length
-        for name, given, own in (("base_kw_true", base_kw_true, self.setup.base_kw),
-                                 ("pv_kw_per_kwp_true", pv_kw_per_kwp_true,
-                                  self.setup.pv_kw_per_kwp)):
+        for name, given, own in (
+            ("base_kw_true", base_kw_true, self.setup.base_kw),
+            ("pv_kw_per_kwp_true", pv_kw_per_kwp_true, self.setup.pv_kw_per_kwp),
+        ):
             if given.shape != (len(self), h) or not np.may_share_memory(given, own):
-                raise ValueError(f"{name}: the sharded backend plans on the setup's own "
-                                 f"arrays at slot {k}; got another array {given.shape}")
+                raise ValueError(
+                    f"{name}: the sharded backend plans on the setup's own "
+                    f"arrays at slot {k}; got another array {given.shape}"
+                )
         self._round = k
         self._log = []
         ref = ray.put(horizon)
@@ -325,7 +336,8 @@ class ShardedPopulation:
         """Gather the shards' bids into one table in the local backend's row order."""
         ref = ray.put(list(requests))
         tables: list[BidTable] = self._call(
-            "bids", [(ref, t_start, t_end, round_id)] * len(self.actors))
+            "bids", [(ref, t_start, t_end, round_id)] * len(self.actors)
+        )
         key = np.concatenate([_segment_key(t) for t in tables])
         order = np.argsort(key, kind="stable")
         self._merge = (order, [len(t) for t in tables])
@@ -379,16 +391,19 @@ class ShardedPopulation:
             ]
         parts = self._call("deliver", args)
         self._merge = None
-        for (a, _), rows, (_, e_kwh, markup) in zip(self.bounds, self._group_rows, parts,
-                                                    strict=True):
+        for (a, _), rows, (_, e_kwh, markup) in zip(
+            self.bounds, self._group_rows, parts, strict=True
+        ):
             for kind, values in e_kwh.items():
                 g0, g1 = rows[kind]
                 self.local.groups[kind].e_kwh[g0:g1] = values
             self.local.markup[a : a + len(markup)] = markup
         deliveries = [p[0] for p in parts]
         return Delivery(
-            **{f.name: np.concatenate([getattr(d, f.name) for d in deliveries])
-               for f in dataclasses.fields(Delivery)}
+            **{
+                f.name: np.concatenate([getattr(d, f.name) for d in deliveries])
+                for f in dataclasses.fields(Delivery)
+            }
         )
 
     # -- calls and recovery --------------------------------------------------------------
@@ -400,8 +415,9 @@ class ShardedPopulation:
         the restarted actor with its initial state, which its new incarnation id reveals.
         Either way the shard is recovered and the call repeated.
         """
-        refs = [getattr(actor, method).remote(*a) for actor, a in zip(self.actors, args,
-                                                                      strict=True)]
+        refs = [
+            getattr(actor, method).remote(*a) for actor, a in zip(self.actors, args, strict=True)
+        ]
         results = []
         for i, ref in enumerate(refs):
             while True:
@@ -422,9 +438,7 @@ class ShardedPopulation:
         self._log.append((method, args))
         return results
 
-    def _recover(
-        self, i: int, method: str, args: tuple, error: Exception | None
-    ) -> ray.ObjectRef:
+    def _recover(self, i: int, method: str, args: tuple, error: Exception | None) -> ray.ObjectRef:
         """Restore shard ``i`` from the checkpoint, replay this round, call again.
 
         Each death counts against ``max_restarts``; while Ray is still restarting the
@@ -436,11 +450,14 @@ class ShardedPopulation:
         while True:
             actor = self.actors[i]
             a, b = self.bounds[i]
-            e_kwh = {kind: self.local.groups[kind].e_kwh[g0:g1].copy()
-                     for kind, (g0, g1) in self._group_rows[i].items()}
+            e_kwh = {
+                kind: self.local.groups[kind].e_kwh[g0:g1].copy()
+                for kind, (g0, g1) in self._group_rows[i].items()
+            }
             try:
                 self._incarnation[i], _ = ray.get(
-                    actor.restore.remote(e_kwh, self.local.markup[a:b].copy()))
+                    actor.restore.remote(e_kwh, self.local.markup[a:b].copy())
+                )
                 for done_method, done_args in self._log:
                     ray.get(getattr(actor, done_method).remote(*done_args[i]))
                 return getattr(actor, method).remote(*args)
@@ -448,7 +465,8 @@ class ShardedPopulation:
                 if time.monotonic() > deadline:
                     raise ShardFailedError(
                         f"shard {i} did not come back within {self.restart_timeout_s} s "
-                        f"in round {self._round}; run aborted") from busy
+                        f"in round {self._round}; run aborted"
+                    ) from busy
                 time.sleep(0.1)
             except RayActorError as again:
                 self._count_death(i, again)
@@ -461,8 +479,7 @@ class ShardedPopulation:
             detail = f" (last error: {type(error).__name__}: {str(error)[:300]})" if error else ""
             raise ShardFailedError(
                 f"shard {i} (sites {a}..{b - 1}) died in round {self._round} and its "
-                f"restarts are exhausted (max_restarts={self.max_restarts}); run aborted"
-                + detail
+                f"restarts are exhausted (max_restarts={self.max_restarts}); run aborted" + detail
             ) from error
 
 
@@ -471,8 +488,9 @@ def _segment_key(table: BidTable) -> np.ndarray:
     try:
         asset = np.array([_ASSET_ORDER[a] for a in table.asset], dtype=np.int64)
     except KeyError as error:
-        raise ValueError(f"bids: unknown asset block {error.args[0]!r}; "
-                         f"known: {sorted(_ASSET_ORDER)}") from None
+        raise ValueError(
+            f"bids: unknown asset block {error.args[0]!r}; known: {sorted(_ASSET_ORDER)}"
+        ) from None
     return np.where(table.sign > 0, 0, 100) + asset
 
 
@@ -487,7 +505,11 @@ class ShardedFactory:
     """
 
     def __init__(
-        self, shards: int, *, max_restarts: int = 2, cpus_per_shard: float = 1.0,
+        self,
+        shards: int,
+        *,
+        max_restarts: int = 2,
+        cpus_per_shard: float = 1.0,
         population_class: type[ShardedPopulation] = ShardedPopulation,
     ) -> None:
         self.shards = shards
@@ -499,7 +521,9 @@ class ShardedFactory:
     def __call__(self, setup: Setup, market: bool) -> ShardedPopulation:
         """A sharded population of ``setup``'s sites."""
         population = self.population_class(
-            setup, shards=self.shards, max_restarts=self.max_restarts,
+            setup,
+            shards=self.shards,
+            max_restarts=self.max_restarts,
             cpus_per_shard=self.cpus_per_shard,
         )
         self.made.append(population)
@@ -530,8 +554,9 @@ def run_sharded(
         cpus = min(1.0, float(resources.get("CPU", 1.0)) / (shards * cases))
         factory = ShardedFactory(shards, max_restarts=max_restarts, cpus_per_shard=cpus)
         try:
-            return run_scenario(scenario, out, progress=progress, report=report,
-                                population_factory=factory)
+            return run_scenario(
+                scenario, out, progress=progress, report=report, population_factory=factory
+            )
         finally:
             factory.close()
 
@@ -541,7 +566,9 @@ def run_sharded(
 
 @ray.remote(num_cpus=1)
 def _run_task(
-    fn: Callable[[Scenario, Path], dict[str, Any]], base: Scenario, update: dict[str, Any],
+    fn: Callable[[Scenario, Path], dict[str, Any]],
+    base: Scenario,
+    update: dict[str, Any],
     out: str,
 ) -> dict[str, Any]:
     from sim.scenario import Scenario
