@@ -19,6 +19,7 @@ __all__ = [
     "PVSpec",
     "SiteSpec",
     "TankSpec",
+    "deep_merge",
 ]
 
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -158,14 +159,15 @@ class SiteSpec(_Spec):
     def with_overrides(self, overrides: dict[str, Any]) -> "SiteSpec":
         """This spec with ``overrides`` applied; a nested dict updates an asset's fields
         (``{"battery": {"capacity_kwh": 20}}``), and the result is validated again."""
-        return SiteSpec.model_validate(_deep_merge(self.model_dump(), overrides))
+        return SiteSpec.model_validate(deep_merge(self.model_dump(), overrides))
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``override``; nested dicts merge key by key (a new dict)."""
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agents import PRESETS, STRATEGIES, DSOSettings, SiteSpec, Tariff
+from agents.presets import deep_merge
 from market import available_rules
 
 __all__ = [
@@ -199,16 +200,6 @@ class Scenario(_Strict):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def _format(error: ValidationError, path: Path, name: str) -> str:
     lines = [f"{path}: scenario {name!r} is invalid:"]
     for item in error.errors():
@@ -248,7 +239,7 @@ def load_scenarios(path: str | Path) -> dict[str, Scenario]:
                 f"{path}: scenarios.{name}.extends: unknown scenario {parent!r}; "
                 f"known: {sorted(blocks)}"
             )
-        return _deep_merge(resolve(parent, (*seen, name)), block)
+        return deep_merge(resolve(parent, (*seen, name)), block)
 
     scenarios = {}
     for name in blocks:
