@@ -1,21 +1,35 @@
 """Load test of the coordinator: N concurrent simulated agents bidding on loopback.
 
-Starts the coordinator as a uvicorn subprocess (SQLite file, then PostgreSQL in a fresh
-schema), admits N prosumers, registers one asset each, and lets every agent submit bids
-back-to-back for ``--seconds`` over its own keep-alive connection. Every bid has a fresh id,
-targets the next round whose gate is still ahead, and must be answered 201. Afterwards every
-acknowledged bid is looked up in the database ("lost" = acknowledged but not stored).
+Starts the coordinator as a uvicorn subprocess (``gridbid serve``, ``--workers`` processes;
+SQLite file, then PostgreSQL in a fresh schema), admits N prosumers, registers one asset
+each, and lets every agent submit bids over its own keep-alive connection for ``--seconds``.
+Every bid has a fresh id, targets the next round whose gate is still ahead, and must be
+answered 201. Afterwards every acknowledged bid is looked up in the database ("lost" =
+acknowledged but not stored).
+
+Two ways to load it:
+
+* ``--rate R`` (default 2000): open loop. The agents together offer R bids/s, each agent on
+  its own fixed schedule (R / N bids/s, random phase). Latency is measured from the moment
+  a bid was *due*, so a server that falls behind shows it in p99 (no coordinated omission).
+* ``--rate 0``: closed loop, each agent bidding back-to-back: the capacity. Its latency is
+  not a service level: with N requests always in flight, mean latency = N / throughput
+  (Little's law), e.g. 1,000 agents at 2,000 bids/s wait 500 ms on average.
 
 Peer, measured in the same run: the same agents calling ``GET /health`` (no auth, no
-database) for a few seconds: the HTTP ceiling of one uvicorn process on this machine.
+database) back-to-back for a few seconds: the HTTP ceiling of the server on this machine.
 
-The load generator is a minimal HTTP/1.1 client on raw asyncio streams, so that the client
-costs far less CPU than the server it measures (httpx would saturate first on 2 cores).
+The CPU time of the server processes, of this load generator and of PostgreSQL during the
+load is printed per bid: on a small machine the generator and the database share the cores
+with the server, and those figures say where the cores went. The load generator is a
+minimal HTTP/1.1 client on raw asyncio streams, so that it costs far less CPU than the
+server it measures (httpx would saturate first).
 
 Usage::
 
-    python benchmarks/service_load.py --seconds 300 --agents 1000
-    python benchmarks/service_load.py --seconds 30 --backends sqlite
+    python benchmarks/service_load.py                     # 5 min per backend, 2000 bids/s
+    python benchmarks/service_load.py --seconds 30 --runs 3 --backends postgresql
+    python benchmarks/service_load.py --seconds 30 --rate 0   # capacity (closed loop)
 """
 
 from __future__ import annotations
@@ -33,6 +47,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -152,12 +167,30 @@ def _target_slot(gate_lead: timedelta, margin: timedelta) -> datetime:
 
 
 async def _agent(
-    port: int, pid: str, key: str, until: float, stats: Stats, gate_lead: timedelta
+    port: int,
+    pid: str,
+    key: str,
+    until: float,
+    stats: Stats,
+    gate_lead: timedelta,
+    interval_s: float,
+    phase: float,
 ) -> None:
+    """Bid until ``until``: every ``interval_s`` from ``phase`` (open loop), or back-to-back
+    if ``interval_s`` is 0; latency counts from when the bid was due."""
     conn = Connection(port, key)
     n = 0
+    due = time.perf_counter() + phase * interval_s
     try:
         while time.monotonic() < until:
+            if interval_s:
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if time.monotonic() >= until:
+                    break
+            else:
+                due = time.perf_counter()
             n += 1
             slot = _target_slot(gate_lead, GATE_MARGIN)
             bid_id = f"{pid}-{n}"
@@ -174,15 +207,16 @@ async def _agent(
                     "t_end": (slot + SLOT).isoformat(),
                 }
             ).encode()
-            t0 = time.perf_counter()
             try:
                 status, text = await conn.request("POST", "/v1/bids", body)
             except (OSError, asyncio.IncompleteReadError) as exc:
                 stats.error(type(exc).__name__)
                 conn.close()
                 conn = Connection(port, key)
+                due += interval_s
                 continue
-            stats.latencies_s.append(time.perf_counter() - t0)
+            stats.latencies_s.append(time.perf_counter() - due)
+            due += interval_s
             if status == 201:
                 stats.acked.append((pid, bid_id))
             else:
@@ -211,9 +245,47 @@ async def _peer(port: int, n_agents: int, seconds: float) -> tuple[float, float,
     return len(lat) / elapsed, float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_s(root: int) -> float:
+    """CPU seconds of a process and its live descendants (the uvicorn workers)."""
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            total += _cpu_s(pid)
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            continue
+        todo += [int(c) for c in children]
+    return total
+
+
+def _postgres_cpu_s() -> float:
+    """CPU seconds of every process named ``postgres`` (the server and its backends)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    total += _cpu_s(int(entry.name))
+            except OSError:
+                continue
+    return total
+
+
+def _own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 async def run_backend(
     name: str, url: str, schema: str | None, args: argparse.Namespace, workdir: Path
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Start a server on ``url``, load it, check durability, stop it; return the figures."""
     gate_lead = timedelta(minutes=5)
     config = {
@@ -242,6 +314,8 @@ async def run_backend(
             str(port),
             "--config",
             str(config_path),
+            "--workers",
+            str(args.workers),
         ],
         stdout=log,
         stderr=log,
@@ -250,12 +324,19 @@ async def run_backend(
         await _wait_healthy(port, proc)
         await _register(port, keys)
         stats = Stats()
+        interval = args.agents / args.rate if args.rate else 0.0
+        rng = np.random.default_rng(7)
+        cpu0 = (_tree_cpu_s(proc.pid), _own_cpu_s(), _postgres_cpu_s())
         start = time.monotonic()
         until = start + args.seconds
         await asyncio.gather(
-            *(_agent(port, pid, key, until, stats, gate_lead) for pid, key in keys.items())
+            *(
+                _agent(port, pid, key, until, stats, gate_lead, interval, rng.random())
+                for pid, key in keys.items()
+            )
         )
         elapsed = time.monotonic() - start
+        cpu1 = (_tree_cpu_s(proc.pid), _own_cpu_s(), _postgres_cpu_s())
         peer = await _peer(port, args.agents, args.peer_seconds)
     finally:
         proc.terminate()
@@ -268,9 +349,13 @@ async def run_backend(
         await db.drop_schema()
     await db.dispose()
     lat = np.array(stats.latencies_s) if stats.latencies_s else np.array([np.nan])
+    per_bid_us = [(b - a) / max(len(stats.acked), 1) * 1e6 for a, b in zip(cpu0, cpu1, strict=True)]
     return {
         "backend": name,
         "agents": args.agents,
+        "offered": f"{args.rate:.0f} bids/s" if args.rate else "closed loop",
+        "workers": args.workers,
+        "cpu_us_per_bid": per_bid_us,
         "seconds": round(elapsed, 1),
         "bids_acked": len(stats.acked),
         "bids_per_s": len(stats.acked) / elapsed,
@@ -285,45 +370,70 @@ async def run_backend(
     }
 
 
-def _print(row: dict[str, object]) -> None:
+def _print(row: dict[str, Any]) -> None:
+    server, generator, postgres = row["cpu_us_per_bid"]
     print(
-        f"{row['backend']:>10}: {row['agents']} agents, {row['seconds']} s: "
+        f"{row['backend']:>10}: {row['agents']} agents, {row['offered']}, "
+        f"{row['workers']} worker(s), {row['seconds']} s: "
         f"{row['bids_per_s']:.0f} bids/s ({row['bids_acked']} acknowledged), "
         f"p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, errors {row['errors']}, "
-        f"lost {row['lost']} | peer GET /health: {row['peer_health_req_per_s']:.0f} req/s, "
+        f"lost {row['lost']} | CPU per bid: server {server:.0f} us, generator "
+        f"{generator:.0f} us, postgres {postgres:.0f} us | peer GET /health: "
+        f"{row['peer_health_req_per_s']:.0f} req/s, "
         f"p50 {row['peer_p50_ms']:.1f} ms, p99 {row['peer_p99_ms']:.1f} ms"
     )
     if row["error_kinds"]:
         print(f"{'':>12}error kinds: {row['error_kinds']}")
 
 
+def _print_median(rows: list[dict[str, Any]]) -> None:
+    """Medians over repeated runs of one backend."""
+    med = {k: float(np.median([r[k] for r in rows])) for k in ("bids_per_s", "p50_ms", "p99_ms")}
+    print(
+        f"{rows[0]['backend']:>10}: median of {len(rows)} runs: {med['bids_per_s']:.0f} bids/s, "
+        f"p50 {med['p50_ms']:.1f} ms, p99 {med['p99_ms']:.1f} ms, "
+        f"errors {sum(r['errors'] for r in rows)}, lost {sum(r['lost'] for r in rows)} (totals)"
+    )
+
+
 async def main() -> None:
     """Parse options, run each backend, print one line per backend."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=300.0)
+    parser.add_argument("--seconds", type=float, default=300.0, help="load per run")
     parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument(
+        "--rate", type=float, default=2000.0, help="offered bids/s in all; 0 = back-to-back"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="server worker processes")
+    parser.add_argument("--runs", type=int, default=1, help="repeat and print the medians")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--pg-url", default=os.environ.get("GRIDBID_TEST_POSTGRES_URL", DEFAULT_PG))
     parser.add_argument("--peer-seconds", type=float, default=10.0)
     args = parser.parse_args()
+    load = f"{args.rate:.0f} bids/s offered" if args.rate else "back-to-back (closed loop)"
     print(
-        f"service_load: {args.agents} concurrent agents on loopback, {args.seconds:.0f} s "
-        f"per backend, {os.cpu_count()} CPUs; targets (PostgreSQL): >= 2000 bids/s, "
-        "p99 <= 50 ms, 0 errors, 0 lost"
+        f"service_load: {args.agents} concurrent agents on loopback, {load}, "
+        f"{args.seconds:.0f} s per run, {args.runs} run(s) per backend, "
+        f"{args.workers} server worker(s), {os.cpu_count()} CPUs (shared with the generator "
+        "and the database); targets (PostgreSQL): >= 2000 bids/s, p99 <= 50 ms, 0 errors, 0 lost"
     )
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         for backend in args.backends.split(","):
-            if backend == "sqlite":
-                row = await run_backend(
-                    "sqlite", f"sqlite+aiosqlite:///{workdir / 'load.sqlite'}", None, args, workdir
-                )
-            elif backend == "postgresql":
-                schema = f"bench_{uuid.uuid4().hex[:12]}"
-                row = await run_backend("postgresql", args.pg_url, schema, args, workdir)
-            else:
-                raise SystemExit(f"--backends: unknown backend {backend!r}")
-            _print(row)
+            rows = []
+            for run in range(args.runs):
+                if backend == "sqlite":
+                    url = f"sqlite+aiosqlite:///{workdir / f'load{run}.sqlite'}"
+                    row = await run_backend("sqlite", url, None, args, workdir)
+                elif backend == "postgresql":
+                    schema = f"bench_{uuid.uuid4().hex[:12]}"
+                    row = await run_backend("postgresql", args.pg_url, schema, args, workdir)
+                else:
+                    raise SystemExit(f"--backends: unknown backend {backend!r}")
+                _print(row)
+                rows.append(row)
+            if len(rows) > 1:
+                _print_median(rows)
 
 
 if __name__ == "__main__":

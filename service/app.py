@@ -6,11 +6,15 @@ on start and (unless told not to) runs the scheduler in the background.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from market import available_rules
 from service.auth import KeyCache
@@ -20,7 +24,7 @@ from service.config import ServiceConfig
 from service.db import Database
 from service.limits import BodySizeLimit
 from service.problems import install_problem_handlers
-from service.routes import assets, market, meter, participants, reports
+from service.routes import assets, bid_intake, market, meter, participants, reports
 from service.scheduler import Scheduler
 from service.state import ServiceState
 
@@ -88,9 +92,15 @@ def create_app(
         await db.create_schema()
         if run_scheduler:
             state.scheduler.start()
+        watch = asyncio.create_task(
+            state.key_cache.watch(db, config.revocation_poll_seconds), name="gridbid-key-watch"
+        )
         try:
             yield
         finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
             await state.scheduler.stop()
             await state.bids.stop()
             await db.dispose()
@@ -103,8 +113,18 @@ def create_app(
     )
     app.state.service = state
     install_problem_handlers(app)
-    for module in (participants, assets, market, meter, reports):
+    # The hot path first, as a plain Starlette route (see service/routes/bid_intake.py).
+    app.router.routes.insert(0, Route(bid_intake.PATH, bid_intake.post_bid, methods=["POST"]))
+    for module in (market, participants, assets, meter, reports):
         app.include_router(module.router, prefix=f"/{API_VERSION}")
+    fastapi_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = bid_intake.document(fastapi_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/health", tags=["meta"])
     async def health() -> dict[str, str]:

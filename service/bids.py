@@ -11,10 +11,9 @@ unless every check passes, and the answer is sent only after the commit.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,13 +27,15 @@ from market import MarketConfig, check_aligned
 from service.auth import Principal
 from service.config import ServiceConfig
 from service.db import Database
-from service.models import Asset, Bid, FlexRequest, Round
+from service.idempotency import Accepted, body_hash, replay_or_conflict
+from service.models import Asset, Bid, FlexRequest, Participant, Round
 from service.problems import FieldError, ProblemError
 from service.rounds import OPEN
 
 __all__ = [
     "Accepted",
     "PreparedBid",
+    "StoredBid",
     "accept_bid",
     "accept_request",
     "body_hash",
@@ -47,17 +48,30 @@ _RETRIES = 3
 
 
 @dataclass(frozen=True)
-class Accepted:
-    """A stored row and whether this call stored it (``False``: replayed earlier answer)."""
+class StoredBid:
+    """One stored bid version, as the checks and the answers need it (a plain record: the
+    ORM's per-object bookkeeping costs more than the rest of a bid's checks)."""
 
-    row: Any
-    created: bool
+    participant_id: str
+    bid_id: str
+    version: int
+    round_id: int
+    asset_id: str
+    body: dict[str, Any]
+    body_hash: str
+    created_at: datetime
 
 
-def body_hash(body: dict[str, Any]) -> str:
-    """SHA-256 of a body's canonical JSON (sorted keys, no whitespace)."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+_STORED_COLUMNS = (
+    Bid.participant_id,
+    Bid.bid_id,
+    Bid.version,
+    Bid.round_id,
+    Bid.asset_id,
+    Bid.body,
+    Bid.body_hash,
+    Bid.created_at,
+)
 
 
 def prepare_bid(
@@ -139,21 +153,31 @@ async def store_bids(
         Per item, its :class:`Accepted` (new or replayed) or the problem refusing it.
     """
     pairs = sorted({(i.principal.id, i.bid.bid_id) for i in items})
-    versions: dict[tuple[str, str], list[Bid]] = {}
-    for row in await session.scalars(
-        select(Bid).where(tuple_(Bid.participant_id, Bid.bid_id).in_(pairs))
+    revoked = set(
+        await session.scalars(
+            select(Participant.id).where(
+                Participant.id.in_(sorted({p for p, _ in pairs})),
+                Participant.revoked_at.is_not(None),
+            )
+        )
+    )
+    versions: dict[tuple[str, str], list[StoredBid]] = {}
+    for row in await session.execute(
+        select(*_STORED_COLUMNS).where(tuple_(Bid.participant_id, Bid.bid_id).in_(pairs))
     ):
-        versions.setdefault((row.participant_id, row.bid_id), []).append(row)
+        versions.setdefault((row.participant_id, row.bid_id), []).append(StoredBid(*row))
     assets = {
         a.id: a
-        for a in await session.scalars(
-            select(Asset).where(Asset.id.in_(sorted({i.bid.asset_id for i in items})))
+        for a in await session.execute(
+            select(Asset.id, Asset.participant_id, Asset.bus, Asset.p_max_kw).where(
+                Asset.id.in_(sorted({i.bid.asset_id for i in items}))
+            )
         )
     }
     rounds = {
         r.slot_start: r
-        for r in await session.scalars(
-            select(Round)
+        for r in await session.execute(
+            select(Round.id, Round.slot_start, Round.status, Round.gate_closure)
             .where(Round.slot_start.in_(sorted({i.bid.t_start for i in items})))
             .with_for_update(read=True)
         )
@@ -162,6 +186,8 @@ async def store_bids(
     new_rows: list[dict[str, Any]] = []
     for item in items:
         try:
+            if item.principal.id in revoked:
+                raise ProblemError(401, "Unauthorized", "revoked API key")
             outcome = _decide(
                 item,
                 versions.get((item.principal.id, item.bid.bid_id), []),
@@ -173,46 +199,38 @@ async def store_bids(
             outcomes.append(problem)
             continue
         if outcome.created:
-            row = outcome.row
-            new_rows.append(
-                {
-                    "participant_id": row.participant_id,
-                    "bid_id": row.bid_id,
-                    "version": row.version,
-                    "round_id": row.round_id,
-                    "asset_id": row.asset_id,
-                    "body": row.body,
-                    "body_hash": row.body_hash,
-                    "created_at": row.created_at,
-                }
-            )
+            new_rows.append(outcome.row.__dict__)
         outcomes.append(outcome)
-    if new_rows:  # one multi-row INSERT, without the ORM's per-object bookkeeping
-        await session.execute(insert(Bid), new_rows)
+    if new_rows:  # one multi-row Core INSERT, without the ORM's per-row bookkeeping
+        await (await session.connection()).execute(insert(Bid.__table__), new_rows)
     return outcomes
 
 
 def _decide(
     item: PreparedBid,
-    versions: list[Bid],
-    asset: Asset | None,
-    rnd: Round | None,
+    versions: list[StoredBid],
+    asset: Any,
+    rnd: Any,
     now: datetime,
 ) -> Accepted:
-    """Every database-backed check of one bid, given the rows it depends on."""
+    """Every database-backed check of one bid, given the rows it depends on (``asset`` and
+    ``rnd`` are result rows with the columns :func:`store_bids` selects)."""
     principal, bid, digest = item.principal, item.bid, item.digest
-    for row in versions:
-        if row.version == bid.version:
-            if row.body_hash == digest:
-                return Accepted(row, created=False)
-            raise ProblemError.field(
-                409,
-                "Bid id reused",
-                "version",
-                f"bid {bid.bid_id!r} version {bid.version} was accepted with a different body; "
-                "send a higher version to replace it",
-                bid.version,
-            )
+    same = next((row for row in versions if row.version == bid.version), None)
+    replay = replay_or_conflict(
+        same,
+        digest,
+        lambda: ProblemError.field(
+            409,
+            "Bid id reused",
+            "version",
+            f"bid {bid.bid_id!r} version {bid.version} was accepted with a different body; "
+            "send a higher version to replace it",
+            bid.version,
+        ),
+    )
+    if replay is not None:
+        return replay
     if asset is None or asset.participant_id != principal.id:
         raise ProblemError.field(
             404, "Unknown asset", "asset_id", "no such asset registered to you", bid.asset_id
@@ -253,7 +271,7 @@ def _decide(
             "a new version must keep its slot",
             bid.t_start.isoformat(),
         )
-    row = Bid(
+    row = StoredBid(
         participant_id=principal.id,
         bid_id=bid.bid_id,
         version=bid.version,
@@ -294,16 +312,19 @@ async def accept_request(
                         FlexRequest.request_id == request.request_id,
                     )
                 )
-                if existing is not None:
-                    if existing.body_hash == digest:
-                        return Accepted(existing, created=False)
-                    raise ProblemError.field(
+                replay = replay_or_conflict(
+                    existing,
+                    digest,
+                    lambda: ProblemError.field(
                         409,
                         "Request id reused",
                         "request_id",
                         "was accepted with a different body",
                         request.request_id,
-                    )
+                    ),
+                )
+                if replay is not None:
+                    return replay
                 rnd = await _open_round(session, request.t_start, now, "request")
                 row = FlexRequest(
                     participant_id=principal.id,
@@ -322,10 +343,15 @@ async def accept_request(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+@lru_cache(maxsize=8)
+def _market_config(slot_minutes: int) -> MarketConfig:
+    return MarketConfig(slot_minutes=slot_minutes)
+
+
 def _check_interval(message: MarketBid | MarketFlexRequest, config: ServiceConfig) -> None:
     """The interval must be exactly one market slot."""
     try:
-        check_aligned(message, MarketConfig(slot_minutes=config.slot_minutes))
+        check_aligned(message, _market_config(config.slot_minutes))
     except ValidationError as exc:
         errors = [
             FieldError(
@@ -352,7 +378,7 @@ async def _open_round(session: AsyncSession, t_start: datetime, now: datetime, w
     return _check_round(rnd, t_start, now, what)
 
 
-def _check_round(rnd: Round | None, t_start: datetime, now: datetime, what: str) -> Round:
+def _check_round(rnd: Any, t_start: datetime, now: datetime, what: str) -> Any:
     """``rnd`` if it exists and accepts input at ``now``; otherwise the problem to answer."""
     if rnd is None:
         raise ProblemError.field(

@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Annotated
 
 import httpx
 import typer
+from fastapi import FastAPI
 from pydantic import ValidationError
 
 from service.auth import Role
@@ -21,7 +23,7 @@ from service.db import Database, default_sqlite_url
 from service.participants import create_participant as _create_participant
 from service.schemas import ParticipantIn
 
-__all__ = ["agent", "app", "create_participant", "pilot_demo", "serve"]
+__all__ = ["agent", "app", "app_from_env", "create_participant", "pilot_demo", "serve"]
 
 DEFAULT_DB = default_sqlite_url("gridbid.sqlite")
 
@@ -41,14 +43,47 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     config: Annotated[Path | None, typer.Option(help="Service config (YAML).")] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Worker processes sharing the port.")
+    ] = 1,
 ) -> None:
-    """Run the coordinator's HTTP API with uvicorn until interrupted."""
+    """Run the coordinator's HTTP API with uvicorn until interrupted.
+
+    With ``--workers N`` uvicorn runs N processes on one socket. Each runs the scheduler as
+    well: opening, clearing and settling a round are guarded by the database (a row lock on
+    the round and the primary keys of ``clearings`` and ``settlement_runs``), so whichever
+    process comes first does it, exactly once.
+    """
     import uvicorn
 
     from service.app import create_app
 
-    application = create_app(db or DEFAULT_DB, config=load_config(config))
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    settings = load_config(config)  # fail here, once, on a bad config
+    if workers == 1:
+        application = create_app(db or DEFAULT_DB, config=settings)
+        uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+        return
+    os.environ[_ENV_DB] = db or DEFAULT_DB
+    os.environ[_ENV_CONFIG] = str(config) if config is not None else ""
+    uvicorn.run(
+        "service.cli:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+_ENV_DB, _ENV_CONFIG = "GRIDBID_SERVE_DB", "GRIDBID_SERVE_CONFIG"
+
+
+def app_from_env() -> FastAPI:
+    """The app of one ``serve --workers N`` process (uvicorn calls this in each worker)."""
+    from service.app import create_app
+
+    return create_app(os.environ[_ENV_DB], config=load_config(os.environ[_ENV_CONFIG] or None))
 
 
 @app.command("create-participant")

@@ -63,7 +63,10 @@ class ServiceConfig(BaseModel):
     vm_min_pu: float = Field(default=0.95, gt=0, allow_inf_nan=False)
     vm_max_pu: float = Field(default=1.05, gt=0, allow_inf_nan=False)
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
-    auth_cache_seconds: float = Field(default=5.0, ge=0, allow_inf_nan=False)
+    auth_cache_seconds: float = Field(default=60.0, ge=0, allow_inf_nan=False)
+    """How long an authenticated key is remembered (revocations clear it, see below)."""
+    revocation_poll_seconds: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    """How often each process checks for revocations made by other processes."""
     tick_seconds: float = Field(default=0.5, gt=0, allow_inf_nan=False)
     clock: ClockConfig = Field(default_factory=ClockConfig)
     db_schema: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")

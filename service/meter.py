@@ -16,9 +16,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.auth import Principal
-from service.bids import Accepted, body_hash
 from service.config import ServiceConfig
 from service.db import Database
+from service.idempotency import Accepted, body_hash, replay_or_conflict
 from service.models import Alert, Asset, MeterReading, VoltageReading
 from service.problems import ProblemError
 from service.schemas import MeterReadingIn, VoltageReadingIn
@@ -108,16 +108,19 @@ async def accept_meter_reading(
                     MeterReading.slot_start == reading.t_start,
                 )
             )
-            if existing is not None:
-                if existing.body_hash == digest:
-                    return Accepted(existing, created=False)
-                raise ProblemError.field(
+            replay = replay_or_conflict(
+                existing,
+                digest,
+                lambda: ProblemError.field(
                     409,
                     "Reading exists",
                     "t_start",
                     "a different reading for this slot is stored",
                     reading.t_start.isoformat(),
-                )
+                ),
+            )
+            if replay is not None:
+                return replay
             row = MeterReading(
                 participant_id=principal.id,
                 asset_id=asset.id,
@@ -171,16 +174,19 @@ async def accept_voltage_reading(
                     VoltageReading.slot_start == reading.t_start,
                 )
             )
-            if existing is not None:
-                if existing.body_hash == digest:
-                    return Accepted(existing, created=False)
-                raise ProblemError.field(
+            replay = replay_or_conflict(
+                existing,
+                digest,
+                lambda: ProblemError.field(
                     409,
                     "Reading exists",
                     "t_start",
                     "a different voltage for this bus and slot is stored",
                     reading.t_start.isoformat(),
-                )
+                ),
+            )
+            if replay is not None:
+                return replay
             row = VoltageReading(
                 participant_id=principal.id,
                 bus=reading.bus,

@@ -17,7 +17,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["FieldError", "ProblemError", "check_wire", "install_problem_handlers", "problem"]
+__all__ = [
+    "FieldError",
+    "ProblemError",
+    "check_wire",
+    "from_pydantic",
+    "install_problem_handlers",
+    "problem",
+]
 
 MEDIA_TYPE = "application/problem+json"
 
@@ -87,7 +94,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [_from_pydantic(err) for err in exc.errors()]
+        errors = [from_pydantic(err) for err in exc.errors()]
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
         return problem(422, "Invalid request", detail, errors)
 
@@ -122,8 +129,10 @@ def check_wire(value: Any, prefix: str = "body") -> None:
         )
 
 
-def _from_pydantic(err: dict[str, Any]) -> FieldError:
-    loc = [str(part) for part in err.get("loc", ())]
+def from_pydantic(err: Any, prefix: tuple[str, ...] = ()) -> FieldError:
+    """One pydantic error as a :class:`FieldError` (``prefix``: where the model sits, e.g.
+    ``("body",)`` as FastAPI reports it)."""
+    loc = [str(part) for part in (*prefix, *err.get("loc", ()))]
     if err.get("type") == "json_invalid":
         reason = (err.get("ctx") or {}).get("error", "invalid JSON")
         where = f" at character {loc[1]}" if len(loc) > 1 else ""

@@ -163,16 +163,20 @@ async def check_stale_meters(db: Database, config: ServiceConfig, now: datetime)
     if not stale:
         return 0
     raised = 0
-    async with db.write() as session:
-        for asset_id, owner, alert_slot, last in stale:
-            since = last.isoformat() if last is not None else "never"
-            raised += await add_alert(
-                session,
-                kind="stale_meter",
-                subject=asset_id,
-                slot_start=alert_slot,
-                participant_id=owner,
-                now=now,
-                detail=f"no reading for {config.stale_meter_slots} slots (last: {since})",
-            )
+    try:
+        async with db.write() as session:
+            for asset_id, owner, alert_slot, last in stale:
+                since = last.isoformat() if last is not None else "never"
+                raised += await add_alert(
+                    session,
+                    kind="stale_meter",
+                    subject=asset_id,
+                    slot_start=alert_slot,
+                    participant_id=owner,
+                    now=now,
+                    detail=f"no reading for {config.stale_meter_slots} slots (last: {since})",
+                )
+    except IntegrityError:  # another worker raised them first (the unique key holds)
+        log.info("stale-meter alerts raised concurrently by another process")
+        return 0
     return raised

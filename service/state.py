@@ -29,8 +29,9 @@ class ServiceState:
     bids: BidBatcher
 
 
-def get_state(request: Request) -> ServiceState:
-    """FastAPI dependency: the app's :class:`ServiceState`."""
+async def get_state(request: Request) -> ServiceState:
+    """FastAPI dependency: the app's :class:`ServiceState` (async: a plain ``def``
+    dependency would cost a thread-pool hop per request)."""
     state: ServiceState = request.app.state.service
     return state
 

@@ -8,12 +8,12 @@ from fastapi import APIRouter, Depends, Response
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from market import Bid as MarketBid
 from market import FlexRequest as MarketFlexRequest
 from service.auth import Principal, Role, authenticate, require
 from service.bids import accept_request
 from service.models import Award, Bid, Clearing, FlexRequest, Round
 from service.problems import ProblemError, check_wire
+from service.routes.bid_intake import REPLAYED, bid_ack
 from service.scheduler import TickReport
 from service.schemas import AggregateOut, BidAck, FlexRequestAck, Ident, RoundOut
 from service.state import StateDep
@@ -24,7 +24,6 @@ router = APIRouter(tags=["market"])
 _prosumer = require(Role.PROSUMER)
 _dso = require(Role.DSO)
 _operator = require(Role.OPERATOR)
-REPLAYED = "Idempotent-Replayed"
 
 
 def _round_out(row: Round) -> RoundOut:
@@ -127,38 +126,6 @@ async def list_requests(
         ]
 
 
-def _bid_ack(row: Bid) -> BidAck:
-    return BidAck(
-        bid_id=row.bid_id,
-        version=row.version,
-        round_id=row.round_id,
-        asset_id=row.asset_id,
-        accepted_at=row.created_at,
-        bid=row.body,
-    )
-
-
-@router.post("/bids", status_code=201)
-async def post_bid(
-    *,
-    body: MarketBid,
-    response: Response,
-    principal: Annotated[Principal, Depends(_prosumer)],
-    state: StateDep,
-) -> BidAck:
-    """Submit a bid version for one of your assets; durable before the answer.
-
-    The same body again answers the same (with ``Idempotent-Replayed: true``); a different
-    body under the same ``bid_id`` and ``version`` answers 409; a higher version replaces the
-    earlier ones until gate closure.
-    """
-    check_wire(body)
-    accepted = await state.bids.submit(principal, body)
-    if not accepted.created:
-        response.headers[REPLAYED] = "true"
-    return _bid_ack(accepted.row)
-
-
 @router.get("/bids")
 async def list_bids(
     *,
@@ -173,7 +140,7 @@ async def list_bids(
     if principal.role == Role.PROSUMER:
         query = query.where(Bid.participant_id == principal.id)
     async with state.db.read() as session:
-        return [_bid_ack(r) for r in await session.scalars(query)]
+        return [bid_ack(r) for r in await session.scalars(query)]
 
 
 @router.get("/bids/{bid_id}")
@@ -193,7 +160,7 @@ async def get_bid(
         )
     if row is None:
         raise ProblemError.field(404, "Not found", "bid_id", "no such bid of yours", bid_id)
-    return _bid_ack(row)
+    return bid_ack(row)
 
 
 def award_query(principal: Principal, round_id: int | None, after: int | None):
