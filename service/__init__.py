@@ -5,7 +5,7 @@ Build the app with :func:`create_app`; drive time with a :class:`~service.clock.
 
 from service.app import create_app
 from service.auth import Role
-from service.client import AgentClient, AssetSpec, ClientAgent, MeterValue, ServiceError
+from service.client import AgentClient, AssetSpec, ClientAgent, ServiceError
 from service.clock import AcceleratedClock, Clock, ManualClock, SystemClock
 from service.config import ServiceConfig, load_config
 from service.scheduler import Scheduler
@@ -17,7 +17,6 @@ __all__ = [
     "ClientAgent",
     "Clock",
     "ManualClock",
-    "MeterValue",
     "Role",
     "Scheduler",
     "ServiceConfig",

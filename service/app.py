@@ -24,7 +24,15 @@ from service.config import ServiceConfig
 from service.db import Database
 from service.limits import BodySizeLimit
 from service.problems import install_problem_handlers
-from service.routes import assets, bid_intake, market, meter, participants, reports
+from service.routes import (
+    assets,
+    baselines,
+    bid_intake,
+    market,
+    meter,
+    participants,
+    reports,
+)
 from service.scheduler import Scheduler
 from service.state import ServiceState
 
@@ -118,7 +126,7 @@ def create_app(
     install_problem_handlers(app)
     # The hot path first, as a plain Starlette route (see service/routes/bid_intake.py).
     app.router.routes.insert(0, Route(bid_intake.PATH, bid_intake.post_bid, methods=["POST"]))
-    for module in (market, participants, assets, meter, reports):
+    for module in (market, participants, assets, baselines, meter, reports):
         app.include_router(module.router, prefix=f"/{API_VERSION}")
     fastapi_openapi = app.openapi
 

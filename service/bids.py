@@ -39,6 +39,7 @@ __all__ = [
     "accept_bid",
     "accept_request",
     "body_hash",
+    "open_round",
     "prepare_bid",
     "store_bid",
     "store_bids",
@@ -325,7 +326,7 @@ async def accept_request(
                 )
                 if replay is not None:
                     return replay
-                rnd = await _open_round(session, request.t_start, now, "request")
+                rnd = await open_round(session, request.t_start, now, "request")
                 row = FlexRequest(
                     participant_id=principal.id,
                     request_id=request.request_id,
@@ -370,7 +371,7 @@ def _check_interval(message: MarketBid | MarketFlexRequest, config: ServiceConfi
         )
 
 
-async def _open_round(session: AsyncSession, t_start: datetime, now: datetime, what: str) -> Round:
+async def open_round(session: AsyncSession, t_start: datetime, now: datetime, what: str) -> Round:
     """The round for ``t_start``, locked for share, if it accepts input at ``now``."""
     rnd = await session.scalar(
         select(Round).where(Round.slot_start == t_start).with_for_update(read=True)

@@ -2,12 +2,14 @@
 
 The agent is anything that satisfies :class:`ClientAgent` (the same decision code as in the
 simulator, wrapped as a population of one). The client registers its assets, reads the
-DSO's requests for each open round, submits the agent's bids, hands it its awards and
-reports its meter values after each slot.
+DSO's requests for each open round, declares the agent's baselines for that slot and submits
+its bids (both before gate closure: delivery is settled against that baseline), hands it
+its awards and reports its meter values after each slot.
 
 Retries are safe: a bid is idempotent by ``(participant, bid_id, version)``, so re-sending
 the same body after a timeout or a dropped connection either stores it once or returns the
-stored answer. Meter readings and asset registrations are idempotent the same way. Only
+stored answer. Baselines, meter readings and asset registrations are idempotent the same
+way. Only
 transport errors, 429 and 5xx are retried (with exponential back-off); any other 4xx is a
 problem in the request and is raised as :class:`ServiceError` with the problem body.
 """
@@ -26,7 +28,7 @@ import httpx
 
 from market import Award, Bid, FlexRequest
 
-__all__ = ["AgentClient", "AssetSpec", "ClientAgent", "MeterValue", "ServiceError"]
+__all__ = ["AgentClient", "AssetSpec", "ClientAgent", "ServiceError"]
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +41,6 @@ class AssetSpec:
     bus: int
     p_max_kw: float
     kind: str = "other"
-
-
-@dataclass(frozen=True)
-class MeterValue:
-    """An asset's metered and baseline mean power over one slot (positive = consumption)."""
-
-    p_kw: float
-    baseline_p_kw: float
 
 
 @runtime_checkable
@@ -63,12 +57,18 @@ class ClientAgent(Protocol):
         """Bids for the slot starting at ``t_start`` given the DSO's requests for it."""
         ...
 
+    def baselines(self, t_start: datetime) -> dict[str, float]:
+        """Planned mean power (kW, positive = consumption) of each asset over the slot at
+        ``t_start``: declared before gate closure, and what delivery is measured against.
+        Called after :meth:`bids_for` for the same slot."""
+        ...
+
     def on_awards(self, awards: Sequence[Award]) -> None:
         """Take note of awards (to dispatch them)."""
         ...
 
-    def meter(self, t_start: datetime) -> dict[str, MeterValue]:
-        """Metered and baseline power of each asset over the slot starting at ``t_start``."""
+    def meter(self, t_start: datetime) -> dict[str, float]:
+        """Metered mean power (kW) of each asset over the slot starting at ``t_start``."""
         ...
 
 
@@ -204,18 +204,22 @@ class AgentClient:
             self._award_cursor = max(self._award_cursor, *(int(r["id"]) for r in rows))
         return awards
 
-    async def report(self, t_start: datetime, values: dict[str, MeterValue]) -> None:
-        """Report each asset's meter value over the slot starting at ``t_start``."""
-        for asset_id, value in values.items():
+    async def declare(self, t_start: datetime, baselines: dict[str, float]) -> None:
+        """Declare each asset's baseline for the slot at ``t_start`` (before its gate)."""
+        for asset_id, p_kw in baselines.items():
+            await self.request(
+                "POST",
+                "/v1/baselines",
+                {"asset_id": asset_id, "t_start": t_start.isoformat(), "p_kw": p_kw},
+            )
+
+    async def report(self, t_start: datetime, values: dict[str, float]) -> None:
+        """Report each asset's metered mean power over the slot starting at ``t_start``."""
+        for asset_id, p_kw in values.items():
             await self.request(
                 "POST",
                 "/v1/meter-readings",
-                {
-                    "asset_id": asset_id,
-                    "t_start": t_start.isoformat(),
-                    "p_kw": value.p_kw,
-                    "baseline_p_kw": value.baseline_p_kw,
-                },
+                {"asset_id": asset_id, "t_start": t_start.isoformat(), "p_kw": p_kw},
             )
 
     async def step(self, agent: ClientAgent, *, bid_before_gate_s: float = 0.0) -> None:
@@ -237,7 +241,12 @@ class AgentClient:
                 continue
             if bid_before_gate_s and (gate - now).total_seconds() > bid_before_gate_s:
                 continue
-            for bid in agent.bids_for(await self.flex_requests(rnd["id"]), start):
+            bids = agent.bids_for(await self.flex_requests(rnd["id"]), start)
+            try:
+                await self.declare(start, agent.baselines(start))
+            except ServiceError as exc:
+                log.warning("baseline for %s refused: %s", start, exc)
+            for bid in bids:
                 try:
                     await self.submit(bid)
                 except ServiceError as exc:

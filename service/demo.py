@@ -25,7 +25,7 @@ import uvicorn
 from market import Award, Bid, Direction, FlexRequest
 from service.app import create_app
 from service.auth import Role
-from service.client import AgentClient, AssetSpec, MeterValue, ServiceError
+from service.client import AgentClient, AssetSpec, ServiceError
 from service.clock import AcceleratedClock
 from service.config import ClockConfig, ServiceConfig
 from service.db import Database
@@ -76,11 +76,13 @@ class DemoBattery:
         for a in awards:
             self.awarded_kw[a.t_start] = self.awarded_kw.get(a.t_start, 0.0) + a.p_kw
 
-    def meter(self, t_start: datetime) -> dict[str, MeterValue]:
-        """Baseline 0.5 kW; charging adds the delivered award (``down`` raises consumption)."""
-        baseline = 0.5
-        delivered = self.delivery * self.awarded_kw.get(t_start, 0.0)
-        return {self.asset_id: MeterValue(baseline + delivered, baseline)}
+    def baselines(self, t_start: datetime) -> dict[str, float]:
+        """A flat 0.5 kW plan."""
+        return {self.asset_id: 0.5}
+
+    def meter(self, t_start: datetime) -> dict[str, float]:
+        """The plan; charging adds the delivered award (``down`` raises consumption)."""
+        return {self.asset_id: 0.5 + self.delivery * self.awarded_kw.get(t_start, 0.0)}
 
 
 async def _dso(base: str, key: str, buses: list[int], until: datetime) -> None:

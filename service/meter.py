@@ -24,7 +24,7 @@ from service.problems import ProblemError
 from service.schemas import MeterReadingIn, VoltageReadingIn
 from service.slots import floor_slot
 
-__all__ = ["accept_meter_reading", "accept_voltage_reading", "add_alert"]
+__all__ = ["accept_meter_reading", "accept_voltage_reading", "add_alert", "check_slot"]
 
 
 async def add_alert(
@@ -58,7 +58,12 @@ async def add_alert(
     return True
 
 
-def _check_slot(t_start: datetime, config: ServiceConfig, now: datetime) -> None:
+def check_slot(t_start: datetime, config: ServiceConfig, now: datetime | None) -> None:
+    """``t_start`` must start a slot; with ``now``, that slot must have ended.
+
+    Raises:
+        ProblemError: 422 naming ``t_start``.
+    """
     if floor_slot(t_start, config.slot) != t_start:
         raise ProblemError.field(
             422,
@@ -67,7 +72,7 @@ def _check_slot(t_start: datetime, config: ServiceConfig, now: datetime) -> None
             f"must start a {config.slot_minutes}-minute slot",
             t_start.isoformat(),
         )
-    if t_start + config.slot > now:
+    if now is not None and t_start + config.slot > now:
         raise ProblemError.field(
             422,
             "Reading from the future",
@@ -89,7 +94,7 @@ async def accept_meter_reading(
     Raises:
         ProblemError: 404 unknown/foreign asset, 409 conflicting replay, 422 bad slot.
     """
-    _check_slot(reading.t_start, config, now)
+    check_slot(reading.t_start, config, now)
     digest = body_hash(reading.model_dump(mode="json"))
     try:
         async with db.write() as session:
@@ -126,13 +131,12 @@ async def accept_meter_reading(
                 asset_id=asset.id,
                 slot_start=reading.t_start,
                 p_kw=reading.p_kw,
-                baseline_p_kw=reading.baseline_p_kw,
                 body_hash=digest,
                 received_at=now,
             )
             session.add(row)
             limit = asset.p_max_kw * config.implausible_factor
-            worst = max(abs(reading.p_kw), abs(reading.baseline_p_kw or 0.0))
+            worst = abs(reading.p_kw)
             if worst > limit:
                 await add_alert(
                     session,
@@ -164,7 +168,7 @@ async def accept_voltage_reading(
     Raises:
         ProblemError: 409 conflicting replay, 422 bad slot.
     """
-    _check_slot(reading.t_start, config, now)
+    check_slot(reading.t_start, config, now)
     digest = body_hash(reading.model_dump(mode="json"))
     try:
         async with db.write() as session:

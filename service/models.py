@@ -37,6 +37,7 @@ __all__ = [
     "Asset",
     "Award",
     "Base",
+    "Baseline",
     "Bid",
     "Clearing",
     "FlexRequest",
@@ -191,9 +192,28 @@ class MeterReading(Base):
     asset_id: Mapped[str] = mapped_column(ForeignKey("assets.id"))
     slot_start: Mapped[datetime] = mapped_column(UTCDateTime())
     p_kw: Mapped[float] = mapped_column(Float)
-    baseline_p_kw: Mapped[float | None] = mapped_column(Float, nullable=True)
     body_hash: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Baseline(Base):
+    """An asset's declared baseline (its planned mean power) over one slot.
+
+    Declared before the slot's gate closure and frozen from then on: delivery is settled
+    against it, so it cannot be chosen after the fact.
+    """
+
+    __tablename__ = "baselines"
+    __table_args__ = (UniqueConstraint("asset_id", "slot_start"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    participant_id: Mapped[str] = mapped_column(ForeignKey("participants.id"), index=True)
+    asset_id: Mapped[str] = mapped_column(ForeignKey("assets.id"))
+    slot_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"))
+    p_kw: Mapped[float] = mapped_column(Float)
+    body_hash: Mapped[str] = mapped_column(String(64))
+    declared_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class VoltageReading(Base):

@@ -20,6 +20,8 @@ __all__ = [
     "AssetIn",
     "AssetOut",
     "AwardOut",
+    "BaselineIn",
+    "BaselineOut",
     "BidAck",
     "FlexRequestAck",
     "MeterReadingIn",
@@ -132,13 +134,16 @@ class AwardOut(BaseModel):
 
 
 class MeterReadingIn(BaseModel):
-    """A meter's mean power over one slot (positive = consumption)."""
+    """A meter's mean power over one slot (positive = consumption).
+
+    It carries no baseline: baselines are declared before gate closure
+    (:class:`BaselineIn`), so that delivery is measured against a plan fixed in advance.
+    """
 
     model_config = _IN
     asset_id: Ident
     t_start: AwareDatetime
     p_kw: float = Field(ge=-P_ABSURD_KW, le=P_ABSURD_KW)
-    baseline_p_kw: float | None = Field(default=None, ge=-P_ABSURD_KW, le=P_ABSURD_KW)
 
 
 class MeterReadingOut(BaseModel):
@@ -147,8 +152,27 @@ class MeterReadingOut(BaseModel):
     asset_id: str
     t_start: datetime
     p_kw: float
-    baseline_p_kw: float | None
     received_at: datetime
+
+
+class BaselineIn(BaseModel):
+    """An asset's planned mean power over one slot (positive = consumption), declared
+    before that slot's gate closure; awards on the asset are settled against it."""
+
+    model_config = _IN
+    asset_id: Ident
+    t_start: AwareDatetime
+    p_kw: float = Field(ge=-P_ABSURD_KW, le=P_ABSURD_KW)
+
+
+class BaselineOut(BaseModel):
+    """A declared baseline (the latest declaration before gate closure)."""
+
+    asset_id: str
+    t_start: datetime
+    p_kw: float
+    round_id: int
+    declared_at: datetime
 
 
 class VoltageReadingIn(BaseModel):

@@ -2,8 +2,9 @@
 
 A cleared round is settled once its slot has ended plus ``settle_after_minutes`` (time for
 the meters to report). Each award is settled by the market's settlement against the asset's
-metered power and its declared baseline; an asset with no reading counts as not having
-deviated from its baseline (nothing delivered). ``settlement_runs.round_id`` makes a second
+metered power and the baseline its owner declared before gate closure
+(:mod:`service.baselines`); an asset with no reading, or with no declared baseline, counts
+as not having delivered. ``settlement_runs.round_id`` makes a second
 settlement impossible. Alerts: ``non_delivery`` for an award settled ``under`` (or unmetered),
 ``stale_meter`` when an asset has sent no reading for ``stale_meter_slots`` slots.
 """
@@ -22,7 +23,15 @@ from service.config import ServiceConfig
 from service.db import Database
 from service.market_ops import run_settlement
 from service.meter import add_alert
-from service.models import Asset, Award, MeterReading, Round, SettlementLine, SettlementRun
+from service.models import (
+    Asset,
+    Award,
+    Baseline,
+    MeterReading,
+    Round,
+    SettlementLine,
+    SettlementRun,
+)
 from service.rounds import CLEARED, SETTLED, SETTLEMENT_FAILED
 from service.slots import floor_slot
 
@@ -66,15 +75,24 @@ async def settle_round(db: Database, config: ServiceConfig, round_id: int, now: 
                     )
                 )
             }
+            baselines = {
+                b.asset_id: b.p_kw
+                for b in await session.scalars(
+                    select(Baseline).where(
+                        Baseline.asset_id.in_(assets), Baseline.slot_start == rnd.slot_start
+                    )
+                )
+            }
             metered = [
                 MarketMeterReading(
                     asset_id=asset_id,
                     t_start=rnd.slot_start,
                     t_end=rnd.slot_end,
                     metered_p_kw=r.p_kw,
-                    baseline_p_kw=r.p_kw if r.baseline_p_kw is None else r.baseline_p_kw,
+                    baseline_p_kw=baselines[asset_id],
                 )
                 for asset_id, r in readings.items()
+                if asset_id in baselines
             ]
             try:
                 report = run_settlement(awards, metered, config)
@@ -103,13 +121,15 @@ async def settle_round(db: Database, config: ServiceConfig, round_id: int, now: 
                         body=line.model_dump(mode="json"),
                     )
                 )
-                unmetered = line.asset_id not in readings
-                if line.flag == "under" or unmetered:
-                    reason = (
-                        "no meter reading"
-                        if unmetered
-                        else (f"delivered {line.delivered_p_kw:.3f} of {line.awarded_p_kw:.3f} kW")
-                    )
+                if line.asset_id not in readings:
+                    reason = "no meter reading"
+                elif line.asset_id not in baselines:
+                    reason = "no baseline declared before gate closure"
+                elif line.flag == "under":
+                    reason = f"delivered {line.delivered_p_kw:.3f} of {line.awarded_p_kw:.3f} kW"
+                else:
+                    reason = ""
+                if reason:
                     await add_alert(
                         session,
                         kind="non_delivery",

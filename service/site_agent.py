@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from agents import PRESETS, FlexPopulation, Horizon, SiteSpec, Tariff
 from agents.population import Baseline, BidTable
 from market import Award, Bid, Direction, FlexRequest
-from service.client import AgentClient, AssetSpec, MeterValue
+from service.client import AgentClient, AssetSpec
 
 __all__ = [
     "AgentConfig",
@@ -163,14 +163,34 @@ class SiteClientAgent:
             if len(rows):
                 slot.awarded[rows[0]] += award.p_kw
 
-    def meter(self, t_start: datetime) -> dict[str, MeterValue]:
-        """Dispatch the slot (plan plus awards), advance the assets, report each asset."""
-        slot = self.slots.pop(t_start, None)
+    def _slot(self, t_start: datetime) -> _Slot:
+        """The slot's plan and bids (planned now, without bids, if it was never bid on)."""
+        slot = self.slots.get(t_start)
         if slot is None:
             baseline = self._plan(t_start)
             slot = _Slot(
                 baseline, self.population.bids(baseline, [], t_start, t_start + self.slot, 0)
             )
+            self.slots[t_start] = slot
+        return slot
+
+    def baselines(self, t_start: datetime) -> dict[str, float]:
+        """The plan's first slot per asset: each store's power, the PV's forecast output
+        (negative: generation)."""
+        plan = self._slot(t_start).baseline
+        values = {
+            self._asset_id(kind): float(store.p_kw[0, 0])
+            for kind, store in plan.store_plans.items()
+        }
+        if self.population.pv_kwp[0] > 0:
+            values[self._asset_id("pv")] = -float(plan.pv_kw[0, 0])
+        return values
+
+    def meter(self, t_start: datetime) -> dict[str, float]:
+        """Dispatch the slot (plan plus awards), advance the assets, report each asset's
+        metered power (the baseline was declared before gate closure)."""
+        slot = self._slot(t_start)
+        del self.slots[t_start]
         base, pv, _ = self.conditions(pd.DatetimeIndex([t_start]))
         table = slot.bids
         awarded = slot.awarded if len(table) else None
@@ -180,15 +200,14 @@ class SiteClientAgent:
             planned = float(plan.p_kw[0, 0])
             rows = table.asset == kind
             extra = float((table.sign[rows] * slot.awarded[rows]).sum()) if len(table) else 0.0
-            values[self._asset_id(kind)] = MeterValue(planned + extra, planned)
+            values[self._asset_id(kind)] = planned + extra
         if self.population.pv_kwp[0] > 0:
             pv_true = min(
                 float(self.population.pv_kwp[0] * pv[0]), float(self.population.pv_kva[0])
             )
             rows = table.asset == "pv"
             curtailed = float(slot.awarded[rows].sum()) if len(table) else 0.0
-            forecast = float(slot.baseline.pv_kw[0, 0])
-            values[self._asset_id("pv")] = MeterValue(-max(pv_true - curtailed, 0.0), -forecast)
+            values[self._asset_id("pv")] = -max(pv_true - curtailed, 0.0)
         return values
 
 

@@ -11,7 +11,7 @@ from service.auth import Principal, Role, require
 from service.meter import accept_meter_reading, accept_voltage_reading
 from service.models import MeterReading, VoltageReading
 from service.problems import check_wire
-from service.routes.market import REPLAYED
+from service.routes.bid_intake import REPLAYED
 from service.schemas import (
     Ident,
     MeterReadingIn,
@@ -31,7 +31,6 @@ def _meter_out(row: MeterReading) -> MeterReadingOut:
         asset_id=row.asset_id,
         t_start=row.slot_start,
         p_kw=row.p_kw,
-        baseline_p_kw=row.baseline_p_kw,
         received_at=row.received_at,
     )
 
@@ -50,7 +49,8 @@ async def post_reading(
     principal: Annotated[Principal, Depends(require(Role.PROSUMER))],
     state: StateDep,
 ) -> MeterReadingOut:
-    """Report one of your assets' mean power (and baseline) over a past slot."""
+    """Report one of your assets' mean power over a past slot (its baseline was declared
+    before gate closure, see ``POST /v1/baselines``)."""
     check_wire(body)
     accepted = await accept_meter_reading(
         state.db, state.config, principal, body, state.clock.now()

@@ -35,6 +35,13 @@ ENDPOINTS: list[tuple[str, str, Any, set[str]]] = [
     ("GET", "/v1/awards", None, {"prosumer", "dso", "operator"}),
     (
         "POST",
+        "/v1/baselines",
+        {"asset_id": "alice-bat", "t_start": slot_start(1).isoformat(), "p_kw": 1.0},
+        {"prosumer"},
+    ),
+    ("GET", "/v1/baselines", None, {"prosumer", "dso", "operator"}),
+    (
+        "POST",
         "/v1/meter-readings",
         {"asset_id": "alice-bat", "t_start": slot_start(-1).isoformat(), "p_kw": 1.0},
         {"prosumer"},
@@ -90,12 +97,15 @@ async def _play_one_round(market) -> None:
     assert (await dso.post("/v1/flex-requests", json=request_body(p_kw=20.0))).status_code == 201
     assert (await alice.post("/v1/bids", json=bid_body())).status_code == 201
     assert (await bob.post("/v1/bids", json=bid_body("bob"))).status_code == 201
+    t0 = slot_start(1).isoformat()
+    for client, asset in ((alice, "alice-bat"), (bob, "bob-hp")):
+        body = {"asset_id": asset, "t_start": t0, "p_kw": 0.0}
+        assert (await client.post("/v1/baselines", json=body)).status_code == 201
     market.clock.advance(timedelta(minutes=8))
     assert (await market.tick()).cleared == [1]
     market.clock.advance(timedelta(minutes=20))
-    t0 = slot_start(1).isoformat()
     for client, asset, p in ((alice, "alice-bat", -1.0), (bob, "bob-hp", 60.0)):
-        body = {"asset_id": asset, "t_start": t0, "p_kw": p, "baseline_p_kw": 0.0}
+        body = {"asset_id": asset, "t_start": t0, "p_kw": p}
         assert (await client.post("/v1/meter-readings", json=body)).status_code == 201
     market.clock.advance(timedelta(minutes=15))
     assert (await market.tick()).settled == [1]
@@ -123,6 +133,7 @@ async def test_tenant_isolation_own_versus_foreign(market) -> None:
         "/v1/assets",
         "/v1/bids",
         "/v1/awards",
+        "/v1/baselines",
         "/v1/meter-readings",
         "/v1/settlements",
         "/v1/alerts",
@@ -136,6 +147,11 @@ async def test_tenant_isolation_own_versus_foreign(market) -> None:
         assert len(everyone) >= len(mine) + len(theirs), path
     assert len((await alice.get("/v1/meter-readings?asset_id=bob-hp")).json()) == 0
 
+    r = await alice.post(
+        "/v1/baselines",
+        json={"asset_id": "bob-hp", "t_start": slot_start(3).isoformat(), "p_kw": 1.0},
+    )
+    assert r.status_code == 404 and r.json()["errors"][0]["field"] == "asset_id"
     for path in ("/v1/assets/bob-hp", "/v1/bids/bob-b1"):
         assert (await bob.get(path)).status_code == 200, path
         r = await alice.get(path)

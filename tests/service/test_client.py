@@ -10,7 +10,7 @@ import pytest
 from svc_helpers import request_body
 
 from market import Award, Bid, Direction, FlexRequest
-from service import AgentClient, AssetSpec, MeterValue, ServiceError
+from service import AgentClient, AssetSpec, ServiceError
 
 
 class ToyBattery:
@@ -45,9 +45,11 @@ class ToyBattery:
             sign = 1.0 if a.direction == Direction.UP else -1.0
             self.awarded[a.t_start] = self.awarded.get(a.t_start, 0.0) + sign * a.p_kw
 
-    def meter(self, t_start: datetime) -> dict[str, MeterValue]:
-        baseline = 1.0
-        return {self.asset_id: MeterValue(baseline - self.awarded.get(t_start, 0.0), baseline)}
+    def baselines(self, t_start: datetime) -> dict[str, float]:
+        return {self.asset_id: 1.0}
+
+    def meter(self, t_start: datetime) -> dict[str, float]:
+        return {self.asset_id: 1.0 - self.awarded.get(t_start, 0.0)}
 
 
 async def test_agent_client_runs_a_round(market) -> None:
@@ -61,6 +63,10 @@ async def test_agent_client_runs_a_round(market) -> None:
         await client.step(agent)
         bids = (await market.parties["alice"].client.get("/v1/bids")).json()
         assert [b["bid"]["p_kw"] for b in bids] == [3.0]
+        declared = (await market.parties["alice"].client.get("/v1/baselines")).json()
+        assert ("alice-bat", 1.0, 1) in [
+            (b["asset_id"], b["p_kw"], b["round_id"]) for b in declared
+        ]
         market.clock.advance(timedelta(minutes=8))
         await market.tick()
         await client.step(agent)
@@ -68,7 +74,7 @@ async def test_agent_client_runs_a_round(market) -> None:
         market.clock.advance(timedelta(minutes=20))
         await client.step(agent)
         readings = (await market.parties["alice"].client.get("/v1/meter-readings")).json()
-        assert [(r["p_kw"], r["baseline_p_kw"]) for r in readings] == [(-2.0, 1.0)]
+        assert [r["p_kw"] for r in readings] == [-2.0]
         market.clock.advance(timedelta(minutes=15))
         assert (await market.tick()).settled == [1]
         lines = (await market.parties["alice"].client.get("/v1/settlements")).json()

@@ -113,6 +113,11 @@ async def test_full_round_clear_meter_settle(market) -> None:
     assert r.status_code == 201, r.text
     requests = (await alice.get("/v1/flex-requests")).json()
     assert [q["request_id"] for q in requests] == ["req-1"]
+    t0 = slot_start(1).isoformat()
+    for client, asset, p_kw in ((alice, "alice-bat", 2.0), (bob, "bob-hp", 4.0)):
+        body = {"asset_id": asset, "t_start": t0, "p_kw": p_kw}
+        assert (await client.post("/v1/baselines", json=body)).status_code == 201
+    assert [b["p_kw"] for b in (await alice.get("/v1/baselines")).json()] == [2.0]
 
     market.clock.advance(timedelta(minutes=8))  # 10:10, gate closure of the 10:15 round
     report = await market.tick()
@@ -130,10 +135,9 @@ async def test_full_round_clear_meter_settle(market) -> None:
     assert len((await dso.get("/v1/awards")).json()) == 2
 
     market.clock.advance(timedelta(minutes=20))  # 10:30: delivery slot over
-    t0 = slot_start(1).isoformat()
-    reading = {"asset_id": "alice-bat", "t_start": t0, "p_kw": -1.0, "baseline_p_kw": 2.0}
+    reading = {"asset_id": "alice-bat", "t_start": t0, "p_kw": -1.0}
     assert (await alice.post("/v1/meter-readings", json=reading)).status_code == 201
-    bob_reading = {"asset_id": "bob-hp", "t_start": t0, "p_kw": 4.0, "baseline_p_kw": 4.0}
+    bob_reading = {"asset_id": "bob-hp", "t_start": t0, "p_kw": 4.0}
     assert (await bob.post("/v1/meter-readings", json=bob_reading)).status_code == 201
     assert len((await alice.get("/v1/meter-readings")).json()) == 1
     volt = {"bus": 3, "t_start": t0, "vm_pu": 1.07}
@@ -165,6 +169,40 @@ async def test_full_round_clear_meter_settle(market) -> None:
     )
     assert first["awarded_kw"] == 5.0
     assert "alice" not in str(agg) and "bob" not in str(agg)
+
+
+async def test_settlement_uses_the_baseline_declared_before_the_gate(market) -> None:
+    """Alice declares 2 kW, then 1 kW (replacing it) before the gate; after the gate she
+    tries 5 kW (refused, 409). She is awarded 3 kW up (pay-as-bid, as above) and meters
+    -1 kW: against the frozen 1 kW that is 2 kW delivered, short by 1 kW, so ``under``.
+    Bob never declares a baseline: his award counts as not delivered, with that reason."""
+    dso, alice, bob = (market.parties[n].client for n in ("dso", "alice", "bob"))
+    t0 = slot_start(1).isoformat()
+    assert (await dso.post("/v1/flex-requests", json=request_body())).status_code == 201
+    assert (await alice.post("/v1/bids", json=bid_body(p_kw=3.0))).status_code == 201
+    r = await bob.post("/v1/bids", json=bid_body("bob", p_kw=2.0, price_eur_per_kwh=0.3))
+    assert r.status_code == 201
+    for p_kw in (2.0, 1.0):
+        body = {"asset_id": "alice-bat", "t_start": t0, "p_kw": p_kw}
+        assert (await alice.post("/v1/baselines", json=body)).status_code == 201
+    market.clock.advance(timedelta(minutes=8))  # 10:10: gate closed
+    assert (await market.tick()).cleared == [1]
+    late = {"asset_id": "alice-bat", "t_start": t0, "p_kw": 5.0}
+    r = await alice.post("/v1/baselines", json=late)
+    assert r.status_code == 409 and r.json()["errors"][0]["field"] == "t_start"
+    assert [b["p_kw"] for b in (await alice.get("/v1/baselines")).json()] == [1.0]
+    market.clock.advance(timedelta(minutes=20))
+    for client, asset, p_kw in ((alice, "alice-bat", -1.0), (bob, "bob-hp", 0.0)):
+        body = {"asset_id": asset, "t_start": t0, "p_kw": p_kw}
+        assert (await client.post("/v1/meter-readings", json=body)).status_code == 201
+    market.clock.advance(timedelta(minutes=15))
+    assert (await market.tick()).settled == [1]
+    (line,) = [x["line"] for x in (await alice.get("/v1/settlements")).json()]
+    assert (line["delivered_p_kw"], line["flag"]) == (2.0, "under")
+    (bob_line,) = [x["line"] for x in (await bob.get("/v1/settlements")).json()]
+    assert (bob_line["delivered_p_kw"], bob_line["flag"]) == (0.0, "under")
+    (alert,) = (await bob.get("/v1/alerts")).json()
+    assert alert["kind"] == "non_delivery" and "no baseline" in alert["detail"]
 
 
 async def test_implausible_and_stale_meter_alerts(market) -> None:

@@ -17,8 +17,9 @@ async def test_a_home_with_pv_and_battery_trades_through_the_coordinator(market)
     agent = SiteClientAgent("alice", 3, spec, typical_conditions(spec.annual_load_kwh))
     assert {a.asset_id for a in agent.assets()} == {"alice-battery", "alice-pv"}
     dso = market.parties["dso"].client
-    body = request_body(direction="down", p_kw=4.0, dv_required_pu=0.004,
-                        sensitivity_pu_per_kw={"3": 0.001})
+    body = request_body(
+        direction="down", p_kw=4.0, dv_required_pu=0.004, sensitivity_pu_per_kw={"3": 0.001}
+    )
     assert (await dso.post("/v1/flex-requests", json=body)).status_code == 201
     async with AgentClient(
         "http://test", market.parties["alice"].key, transport=market.transport

@@ -206,6 +206,64 @@ async def test_changed_meter_reading_is_409(market) -> None:
     assert await market.counts() == before
 
 
+def _baseline(**changes: Any) -> dict[str, Any]:
+    return {"asset_id": "alice-bat", "t_start": T1.isoformat(), "p_kw": 1.0} | changes
+
+
+BASELINE_CASES: list[tuple[str, Any, int, str]] = [
+    ("nan", json.dumps(_baseline()).replace('"p_kw": 1.0', '"p_kw": NaN'), 422, "p_kw"),
+    ("beyond rating", _baseline(p_kw=-11.5), 422, "p_kw"),  # 10 kW x 1.1
+    ("naive", _baseline(t_start=T1.replace(tzinfo=None).isoformat()), 422, "t_start"),
+    ("off slot", _baseline(t_start=(T1 + timedelta(minutes=3)).isoformat()), 422, "t_start"),
+    ("no open round", _baseline(t_start=slot_start(40).isoformat()), 422, "t_start"),
+    ("foreign asset", _baseline(asset_id="bob-hp"), 404, "asset_id"),
+    ("unknown field", _baseline(kind="plan"), 422, "kind"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "body", "status", "field"), BASELINE_CASES, ids=[c[0] for c in BASELINE_CASES]
+)
+async def test_bad_baseline_is_refused(market, case, body, status, field) -> None:
+    before = await market.counts()
+    r = await _send(market.parties["alice"].client, "/v1/baselines", body)
+    assert r.status_code == status and _field_named(r.json(), field), r.text
+    assert await market.counts() == before
+
+
+async def test_baseline_is_frozen_at_gate_closure(market) -> None:
+    """Before the gate a changed baseline replaces the earlier one; from the gate on the
+    stored one answers a replay and refuses any change (409), changing no row."""
+    alice = market.parties["alice"].client
+    assert (await alice.post("/v1/baselines", json=_baseline())).status_code == 201
+    changed = await alice.post("/v1/baselines", json=_baseline(p_kw=2.0))
+    assert changed.status_code == 201 and changed.json()["p_kw"] == 2.0
+    assert (await market.counts())["baselines"] == 1
+    market.clock.advance(timedelta(minutes=8))  # 10:10: gate of the 10:15 round
+    before = await market.counts()
+    late = await alice.post("/v1/baselines", json=_baseline(p_kw=3.0))
+    assert late.status_code == 409 and _field_named(late.json(), "t_start")
+    replay = await alice.post("/v1/baselines", json=_baseline(p_kw=2.0))
+    assert replay.status_code == 201 and replay.headers["idempotent-replayed"] == "true"
+    first_late = await market.parties["bob"].client.post(
+        "/v1/baselines", json=_baseline(asset_id="bob-hp", p_kw=0.0)
+    )
+    assert first_late.status_code == 409 and _field_named(first_late.json(), "t_start")
+    assert await market.counts() == before
+    assert [b["p_kw"] for b in (await alice.get("/v1/baselines")).json()] == [2.0]
+
+
+async def test_meter_reading_cannot_carry_a_baseline(market) -> None:
+    """The baseline is declared before the gate; a reading that brings one is refused."""
+    market.clock.advance(timedelta(minutes=28))
+    before = await market.counts()
+    r = await market.parties["alice"].client.post(
+        "/v1/meter-readings", json=_reading(baseline_p_kw=3.0)
+    )
+    assert r.status_code == 422 and _field_named(r.json(), "baseline_p_kw")
+    assert await market.counts() == before
+
+
 async def test_asset_registration_conflicts(market) -> None:
     bob = market.parties["bob"].client
     before = await market.counts()
