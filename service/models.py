@@ -115,6 +115,8 @@ class Round(Base):
     rule: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), index=True)
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    failure: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why the last clearing attempt failed (status ``failed``), for the operator."""
 
 
 class FlexRequest(Base):

@@ -7,6 +7,11 @@ request and the latest version of every bid, calls the market rule, and writes t
 rule itself runs in a worker thread, so the API keeps answering meanwhile): a
 crash before the commit leaves the round open to be cleared after restart; a crash after
 leaves it cleared. A second clearing cannot commit.
+
+If the rule raises, the round is marked ``failed`` with the reason (``rounds.failure``, and a
+``clearing_failed`` alert) and the scheduler leaves it alone; the operator can retry it
+(``POST /v1/rounds/{id}/retry``, optionally with another rule or parameters), which runs
+the same clearing transaction on the failed round, so it too commits at most once.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -24,10 +30,11 @@ from service import failpoints
 from service.config import ServiceConfig
 from service.db import Database
 from service.market_ops import latest_versions, run_clearing
-from service.models import Alert, Award, Bid, Clearing, FlexRequest, Round
+from service.meter import add_alert
+from service.models import Award, Bid, Clearing, FlexRequest, Round
 from service.slots import floor_slot
 
-__all__ = ["OPEN", "clear_round", "due_for_clearing", "ensure_rounds"]
+__all__ = ["FAILED", "OPEN", "clear_round", "due_for_clearing", "ensure_rounds"]
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +90,38 @@ async def due_for_clearing(db: Database, now: datetime) -> list[int]:
         return list(rows)
 
 
-async def clear_round(db: Database, config: ServiceConfig, round_id: int, now: datetime) -> bool:
+async def clear_round(
+    db: Database,
+    config: ServiceConfig,
+    round_id: int,
+    now: datetime,
+    *,
+    retry: bool = False,
+    rule: str | None = None,
+    rule_params: dict[str, Any] | None = None,
+) -> bool:
     """Clear one round whose gate has closed, exactly once.
 
+    Args:
+        db, config, round_id, now: the round and the time.
+        retry: clear a ``failed`` round (the operator's retry) instead of an ``open`` one.
+        rule: the rule to use instead of the round's own (recorded on the round).
+        rule_params: that rule's parameters; default the config's for the config's rule,
+            none for another.
+
     Returns:
-        ``True`` if this call cleared it, ``False`` if it was not due or already cleared.
+        ``True`` if this call cleared it, ``False`` if it was not due, already cleared, or
+        the rule failed (the round is then ``failed``, with the reason).
     """
+    expected = FAILED if retry else OPEN
     try:
         async with db.write() as session:
             rnd = await session.scalar(select(Round).where(Round.id == round_id).with_for_update())
-            if rnd is None or rnd.status != OPEN or rnd.gate_closure > now:
+            if rnd is None or rnd.status != expected or rnd.gate_closure > now:
                 return False
+            rule = rule or rnd.rule
+            if rule_params is None:
+                rule_params = config.rule_params if rule == config.rule else {}
             request_rows = (
                 await session.scalars(
                     select(FlexRequest)
@@ -105,27 +133,26 @@ async def clear_round(db: Database, config: ServiceConfig, round_id: int, now: d
             requests = [MarketFlexRequest.model_validate(r.body) for r in request_rows]
             bids = latest_versions([MarketBid.model_validate(b.body) for b in bid_rows])
             try:
-                result = await asyncio.to_thread(
-                    run_clearing, rnd.rule, requests, bids, config.rule_params
-                )
+                result = await asyncio.to_thread(run_clearing, rule, requests, bids, rule_params)
             except Exception as exc:  # a failing rule must not stop the scheduler
-                log.exception("clearing round %s with rule %s failed", round_id, rnd.rule)
+                log.exception("clearing round %s with rule %s failed", round_id, rule)
                 rnd.status = FAILED
-                session.add(
-                    Alert(
-                        participant_id=None,
-                        kind="clearing_failed",
-                        subject=f"round-{round_id}",
-                        slot_start=rnd.slot_start,
-                        detail=f"{type(exc).__name__}: {exc}"[:2000],
-                        created_at=now,
-                    )
+                rnd.failure = f"rule {rule}: {type(exc).__name__}: {exc}"[:2000]
+                await add_alert(
+                    session,
+                    kind="clearing_failed",
+                    subject=f"round-{round_id}",
+                    slot_start=rnd.slot_start,
+                    participant_id=None,
+                    now=now,
+                    detail=rnd.failure,
                 )
                 return False
+            rnd.rule, rnd.failure = rule, None
             session.add(
                 Clearing(
                     round_id=round_id,
-                    rule=rnd.rule,
+                    rule=rule,
                     result=result.model_dump(mode="json"),
                     n_bids=len(bids),
                     n_requests=len(requests),

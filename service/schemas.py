@@ -29,6 +29,7 @@ __all__ = [
     "ParticipantCreated",
     "ParticipantIn",
     "ParticipantOut",
+    "RetryIn",
     "RoundOut",
     "SettlementOut",
     "VoltageReadingIn",
@@ -99,6 +100,17 @@ class RoundOut(BaseModel):
     gate_closure: datetime
     rule: str
     status: str
+    failure: str | None = None
+    """Why the last clearing attempt failed, while ``status`` is ``failed``."""
+
+
+class RetryIn(BaseModel):
+    """An operator's retry of a failed clearing, optionally with another rule or parameters
+    (default: the round's rule; its parameters are the config's for the config's rule)."""
+
+    model_config = _IN
+    rule: str | None = None
+    rule_params: dict[str, Any] | None = None
 
 
 class BidAck(BaseModel):

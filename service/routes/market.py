@@ -9,13 +9,15 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from market import FlexRequest as MarketFlexRequest
+from market import available_rules
 from service.auth import Principal, Role, authenticate, require
 from service.bids import accept_request
 from service.models import Award, Bid, Clearing, FlexRequest, Round
 from service.problems import ProblemError, check_wire
+from service.rounds import FAILED, clear_round
 from service.routes.bid_intake import REPLAYED, bid_ack
 from service.scheduler import TickReport
-from service.schemas import AggregateOut, BidAck, FlexRequestAck, Ident, RoundOut
+from service.schemas import AggregateOut, BidAck, FlexRequestAck, Ident, RetryIn, RoundOut
 from service.state import StateDep
 
 __all__ = ["award_query", "router"]
@@ -34,6 +36,7 @@ def _round_out(row: Round) -> RoundOut:
         gate_closure=row.gate_closure,
         rule=row.rule,
         status=row.status,
+        failure=row.failure,
     )
 
 
@@ -62,6 +65,53 @@ async def get_round(
         row = await session.get(Round, round_id)
     if row is None:
         raise ProblemError.field(404, "Not found", "round_id", "no such round", round_id)
+    return _round_out(row)
+
+
+@router.post("/rounds/{round_id}/retry")
+async def retry_round(
+    *,
+    round_id: int,
+    body: RetryIn | None = None,
+    _p: Annotated[Principal, Depends(_operator)],
+    state: StateDep,
+) -> RoundOut:
+    """Clear a ``failed`` round again (operator): with its rule, or another one.
+
+    Answers the round afterwards: ``cleared``, or still ``failed`` with the new reason. A
+    round that is not ``failed`` answers 409; the clearing commits at most once whatever
+    happens (the ``clearings`` primary key).
+    """
+    body = body or RetryIn()
+    if body.rule is not None and body.rule not in available_rules():
+        known = ", ".join(available_rules())
+        raise ProblemError.field(
+            422, "Unknown rule", "rule", f"not a registered rule ({known})", body.rule
+        )
+    async with state.db.read() as session:
+        row = await session.get(Round, round_id)
+    if row is None:
+        raise ProblemError.field(404, "Not found", "round_id", "no such round", round_id)
+    if row.status != FAILED:
+        raise ProblemError.field(
+            409, "Round not failed", "round_id", f"round is {row.status}, not failed", round_id
+        )
+    cleared = await clear_round(
+        state.db,
+        state.config,
+        round_id,
+        state.clock.now(),
+        retry=True,
+        rule=body.rule,
+        rule_params=body.rule_params,
+    )
+    async with state.db.read() as session:
+        row = await session.get(Round, round_id)
+    assert row is not None  # noqa: S101 - rounds are never deleted
+    if not cleared and row.status != FAILED:  # a concurrent retry cleared it first
+        raise ProblemError.field(
+            409, "Round not failed", "round_id", f"round is {row.status}, not failed", round_id
+        )
     return _round_out(row)
 
 
