@@ -15,6 +15,11 @@ One round, from the site's side:
    kinds planned before it (sequential self-optimisation: exact for a site with one
    flexible asset, a heuristic for several; a site-wide joint DP would be exponential in
    the number of assets). The first slot of the plan is the site's announced baseline.
+   With ``replan_every`` = N > 1 a site solves its whole horizon only every N slots (its
+   planning cadence) and keeps the cost to go of that plan; in the rounds between, it
+   re-decides the next two slots exactly from its real state and its latest forecast
+   against that cost to go (:func:`agents.store.replan_first_slots`). N = 1 (the default)
+   re-plans the whole horizon every round.
 2. :meth:`FlexPopulation.bids`: for the directions and buses the public requests ask for,
    offer deviations from the baseline at a price set by the site's strategy from its true
    cost (:mod:`agents.bidding`).
@@ -38,7 +43,7 @@ from agents.bidding import (
 )
 from agents.forecast import agent_seeds, noisy_forecast
 from agents.presets import SiteSpec
-from agents.store import StorePlan, plan_stores, site_cost_eur
+from agents.store import CostToGo, StorePlan, plan_stores, replan_first_slots, site_cost_eur
 from market import Direction, FlexRequest
 from market.book import OrderBook
 
@@ -60,6 +65,8 @@ class Baseline:
         pv_kw: each site's forecast PV output, shape (n, h).
         site_p_kw: planned net consumption of each site (load convention), shape (n, h);
             ``site_p_kw[:, 0]`` is the baseline the site announces for the delivery slot.
+            In a round that only re-decides the first slots (``replan_every`` > 1), these
+            arrays cover those two slots: shape (n, 2).
         store_plans: the plan of each asset kind present.
         other_kw: per kind, the site net load each asset planned against, shape (m, h).
     """
@@ -142,7 +149,9 @@ class FlexPopulation:
     forecast_sigma: np.ndarray = field(repr=False)
     n_levels: int | None = None
     max_blocks: int = 3
+    replan_every: int = 1
     bid_versions: dict[int, int] = field(default_factory=dict, repr=False)
+    tables: dict[str, tuple[int, CostToGo]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_specs(
@@ -154,9 +163,15 @@ class FlexPopulation:
         seed: int,
         n_levels: int | None = None,
         max_blocks: int = 3,
+        replan_every: int = 1,
     ) -> "FlexPopulation":
-        """Build a population; each site's seed comes from ``seed`` and its id only."""
+        """Build a population; each site's seed comes from ``seed`` and its id only.
+
+        ``replan_every``: the sites' planning cadence in slots (see the module docstring).
+        """
         n = len(agent_ids)
+        if int(replan_every) != replan_every or replan_every < 1:
+            raise ValueError(f"replan_every: must be a whole number >= 1, got {replan_every!r}")
         if len(bus) != n or len(specs) != n:
             raise ValueError(
                 f"agent_ids, bus, specs: lengths differ ({n}, {len(bus)}, {len(specs)})"
@@ -191,6 +206,7 @@ class FlexPopulation:
             forecast_sigma=np.array([s.forecast_sigma for s in specs], dtype=float),
             n_levels=n_levels,
             max_blocks=max_blocks,
+            replan_every=int(replan_every),
         )
 
     def __len__(self) -> int:
@@ -209,6 +225,11 @@ class FlexPopulation:
             for kind, group in self.groups.items()
             if mask[group.site].any()
         }
+        tables = {
+            kind: (anchor, table.subset(mask[self.groups[kind].site]))
+            for kind, (anchor, table) in self.tables.items()
+            if kind in groups
+        }
         return FlexPopulation(
             agent_ids=self.agent_ids[keep],
             bus=self.bus[keep],
@@ -224,6 +245,8 @@ class FlexPopulation:
             forecast_sigma=self.forecast_sigma[keep],
             n_levels=self.n_levels,
             max_blocks=self.max_blocks,
+            replan_every=self.replan_every,
+            tables=tables,
         )
 
     # -- 1. self-optimisation -------------------------------------------------------------
@@ -240,32 +263,50 @@ class FlexPopulation:
             pv_kw_per_kwp_true: real PV output per kWp per slot, shape (n, h) or (h,).
         """
         n, h = len(self), horizon.length
-        pv_true = self.pv_kwp[:, None] * np.broadcast_to(pv_kw_per_kwp_true, (n, h))
-        base = noisy_forecast(
-            np.asarray(base_kw_true, dtype=float),
-            self.forecast_sigma,
-            self.seeds,
-            horizon.first_slot,
-            _STREAM_LOAD,
+        k = horizon.first_slot
+        anchor = k - k % self.replan_every
+        redecide = (
+            self.replan_every > 1
+            and k > anchor
+            and all(self.tables.get(kind, (None,))[0] == anchor for kind in self.groups)
+            and all(k - anchor < self.tables[kind][1].n_keep for kind in self.groups)
         )
-        pv = noisy_forecast(
-            pv_true, self.forecast_sigma, self.seeds, horizon.first_slot, _STREAM_PV
-        )
+        width = 2 if redecide else h
+        truth = np.asarray(base_kw_true, dtype=float)[:, :width]
+        pv_true = self.pv_kwp[:, None] * np.broadcast_to(pv_kw_per_kwp_true, (n, h))[:, :width]
+        base = noisy_forecast(truth, self.forecast_sigma, self.seeds, k, _STREAM_LOAD)
+        pv = noisy_forecast(pv_true, self.forecast_sigma, self.seeds, k, _STREAM_PV)
         pv = np.minimum(pv, self.pv_kva[:, None])
         net = base - pv
         plans: dict[str, StorePlan] = {}
         others: dict[str, np.ndarray] = {}
         for kind, group in self.groups.items():
             other = net[group.site]
-            plan = plan_stores(
-                group.store_rows(horizon),
-                group.e_kwh,
-                other,
-                horizon.import_eur_per_kwh,
-                horizon.export_eur_per_kwh,
-                dt_h=horizon.dt_h,
-                n_levels=self.n_levels,
-            )
+            rows = group.store_rows(horizon)
+            if redecide:
+                plan = replan_first_slots(
+                    rows,
+                    group.e_kwh,
+                    other,
+                    horizon.import_eur_per_kwh[:2],
+                    horizon.export_eur_per_kwh[:2],
+                    dt_h=horizon.dt_h,
+                    tables=self.tables[kind][1],
+                    shift=k - anchor,
+                )
+            else:
+                plan = plan_stores(
+                    rows,
+                    group.e_kwh,
+                    other,
+                    horizon.import_eur_per_kwh,
+                    horizon.export_eur_per_kwh,
+                    dt_h=horizon.dt_h,
+                    n_levels=self.n_levels,
+                    n_keep=min(self.replan_every, h - 1),
+                )
+                if self.replan_every > 1 and plan.tables is not None:
+                    self.tables[kind] = (k, plan.tables)
             np.add.at(net, group.site, plan.p_kw)
             plans[kind] = plan
             others[kind] = other

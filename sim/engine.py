@@ -99,7 +99,11 @@ class RoundEngine:
         self.market = market
         scenario = setup.scenario
         self.population = population or FlexPopulation.from_specs(
-            setup.agent_ids, setup.bus, setup.specs, seed=scenario.seed
+            setup.agent_ids,
+            setup.bus,
+            setup.specs,
+            seed=scenario.seed,
+            replan_every=scenario.time.replan_every_slots,
         )
         self.dso = DSOAgent(setup.network, scenario.dso)
         self.site_pos = setup.network.bus_position(setup.bus)

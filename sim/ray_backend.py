@@ -157,11 +157,12 @@ class _Shard:
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
-    def restore(self, e_kwh: dict[str, np.ndarray], markup: np.ndarray) -> tuple[str, None]:
-        """Set the assets' state to a checkpoint."""
+    def restore(self, e_kwh: dict[str, np.ndarray], markup: np.ndarray | None) -> tuple[str, None]:
+        """Set the assets' state (and, unless ``None``, the margins) to a checkpoint."""
         for kind, values in e_kwh.items():
             self.population.groups[kind].e_kwh = values.copy()
-        self.population.markup = markup.copy()
+        if markup is not None:
+            self.population.markup = markup.copy()
         self.baseline = self.bid_table = None
         return self.incarnation, None
 
@@ -236,7 +237,11 @@ class ShardedPopulation:
         """Build the population, cut it into shards and start one actor per shard."""
         self.setup = setup
         self.local = FlexPopulation.from_specs(
-            setup.agent_ids, setup.bus, setup.specs, seed=setup.scenario.seed
+            setup.agent_ids,
+            setup.bus,
+            setup.specs,
+            seed=setup.scenario.seed,
+            replan_every=setup.scenario.time.replan_every_slots,
         )
         weight = np.full(len(self.local), _PLAN_COST["site"])
         for kind, group in self.local.groups.items():
@@ -271,6 +276,7 @@ class ShardedPopulation:
         self._incarnation: list[str | None] = [None] * len(self.actors)
         self._round = -1
         self._merge: tuple[np.ndarray, list[int]] | None = None
+        self._anchor: tuple[ray.ObjectRef, dict[str, np.ndarray]] | None = None
 
     def __len__(self) -> int:
         return len(self.local)
@@ -318,6 +324,10 @@ class ShardedPopulation:
         self._round = k
         self._log = []
         ref = ray.put(horizon)
+        if k % self.local.replan_every == 0:
+            # A full plan: what a restarted shard needs to rebuild the cost to go that the
+            # rounds up to the next full plan re-decide against (see _recover).
+            self._anchor = (ref, {kind: g.e_kwh.copy() for kind, g in self.groups.items()})
         parts = self._call("plan", [(ref,)] * len(self.actors))
         return ShardedBaseline(
             horizon,
@@ -438,6 +448,10 @@ class ShardedPopulation:
         self._log.append((method, args))
         return results
 
+    def _shard_state(self, i: int, e_kwh: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Shard ``i``'s rows of per-kind asset states."""
+        return {kind: e_kwh[kind][g0:g1].copy() for kind, (g0, g1) in self._group_rows[i].items()}
+
     def _recover(self, i: int, method: str, args: tuple, error: Exception | None) -> ray.ObjectRef:
         """Restore shard ``i`` from the checkpoint, replay this round, call again.
 
@@ -450,11 +464,14 @@ class ShardedPopulation:
         while True:
             actor = self.actors[i]
             a, b = self.bounds[i]
-            e_kwh = {
-                kind: self.local.groups[kind].e_kwh[g0:g1].copy()
-                for kind, (g0, g1) in self._group_rows[i].items()
-            }
+            e_kwh = self._shard_state(i, {kind: g.e_kwh for kind, g in self.groups.items()})
             try:
+                if self._anchor is not None and self._round % self.local.replan_every:
+                    # A round that re-decides against the last full plan's cost to go:
+                    # rebuild it exactly, from the state that plan started from.
+                    horizon, anchor_e = self._anchor
+                    ray.get(actor.restore.remote(self._shard_state(i, anchor_e), None))
+                    ray.get(actor.plan.remote(horizon))
                 self._incarnation[i], _ = ray.get(
                     actor.restore.remote(e_kwh, self.local.markup[a:b].copy())
                 )

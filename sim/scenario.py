@@ -66,6 +66,11 @@ class TimeWindow(_Strict):
 
     simbench's profiles are one year (2016); a date is mapped to the 2016 day with the
     same ISO week and weekday, so working days stay working days.
+
+    ``horizon_slots`` is how far ahead every agent plans. ``replan_every_slots`` is its
+    planning cadence: 1 re-plans the whole horizon every round; N > 1 re-plans it every N
+    slots and, in between, re-decides only the next two slots from the real state and the
+    latest forecast against the last plan's cost to go (much cheaper for large runs).
     """
 
     start: dt.date
@@ -74,6 +79,16 @@ class TimeWindow(_Strict):
     rounds: int | None = Field(None, ge=1)
     slot_minutes: Literal[15] = 15
     horizon_slots: int = Field(96, ge=2, le=4 * 96)
+    replan_every_slots: int = Field(1, ge=1, le=96)
+
+    @model_validator(mode="after")
+    def _replan_within_horizon(self) -> Self:
+        if self.replan_every_slots > self.horizon_slots - 1:
+            raise ValueError(
+                f"replan_every_slots: {self.replan_every_slots} must be below "
+                f"horizon_slots={self.horizon_slots}"
+            )
+        return self
 
     @property
     def n_rounds(self) -> int:

@@ -8,7 +8,7 @@ from agent_fixtures import MIX, SLOTS, base_load, day_horizon, make_population, 
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from agents import FlexPopulation, Horizon
+from agents import PRESETS, FlexPopulation, Horizon
 from agents.store import plan_stores
 from market import Direction, FlexRequest
 
@@ -276,10 +276,66 @@ def test_a_rebid_in_the_same_round_replaces_the_older_bid(winter: Horizon) -> No
     assert set(first.version) == {0} and set(second.version) == {1}
     column = lambda name: np.concatenate([getattr(first, name), getattr(second, name)])  # noqa: E731
     merged = OrderBook.from_arrays(
-        column("bid_id"), column("seller_id"), column("bus"), column("direction"),
-        column("p_kw"), column("price_eur_per_kwh"), q_kvar=column("q_kvar"),
-        price_eur_per_kvarh=column("price_eur_per_kvarh"), asset_id=column("asset_id"),
+        column("bid_id"),
+        column("seller_id"),
+        column("bus"),
+        column("direction"),
+        column("p_kw"),
+        column("price_eur_per_kwh"),
+        q_kvar=column("q_kvar"),
+        price_eur_per_kvarh=column("price_eur_per_kvarh"),
+        asset_id=column("asset_id"),
         version=column("version"),
     )
     assert len(merged) == len(second) and set(merged.version) == {1}
     assert pop.bids(baseline, reqs, *slot_times(winter), 6).book.version.max() == 0
+
+
+def test_a_site_replanning_every_four_slots_still_meets_its_ev_target(winter: Horizon) -> None:
+    """With a planning cadence of 4 slots (re-deciding only the next two slots in between),
+    a day of rounds without awards still charges the car for its 07:00 departure, and the
+    rounds between full plans announce two-slot baselines."""
+    pop = FlexPopulation.from_specs(["ev-0"], [1], [PRESETS["home_ev"]], seed=7, replan_every=4)
+    ev = pop.groups["ev"]
+    target = ev.params["target_soc"][0] * ev.params["capacity_kwh"][0]
+    nxt = day_horizon("2026-01-14", SLOTS)
+    base = np.tile(base_load(pop), 2)
+    widths = []
+    for k in range(7 * 4):
+        horizon = shifted(winter, nxt, k)
+        baseline = pop.plan(horizon, base[:, k : k + SLOTS], 0.0 * base[:, k : k + SLOTS])
+        widths.append(baseline.site_p_kw.shape[1])
+        pop.deliver(baseline, None, None, base[:, k], 0.0)
+    assert ev.e_kwh[0] >= target - TOL
+    assert widths[:5] == [SLOTS, 2, 2, 2, SLOTS]
+
+
+def test_a_sub_population_redecides_exactly_as_its_rows_in_the_whole(winter: Horizon) -> None:
+    """Rows never read each other, also through the kept cost to go: after a full plan, a
+    subset of the sites (as a shard would hold them) re-decides the next slot exactly as
+    the same rows of the whole population do."""
+    pop = make_population(MIX)
+    pop.replan_every = 4
+    nxt = day_horizon("2026-01-14", SLOTS)
+    base = np.tile(base_load(pop), 2)
+    pv = np.tile(pv_per_kwp(), 2)
+    baseline = pop.plan(winter, base[:, :SLOTS], pv[:SLOTS])
+    pop.deliver(baseline, None, None, base[:, 0], pv[0])
+    keep = np.array([1, 2, 5, 6, 8, 9])
+    part = pop.subset(keep)
+    horizon = shifted(winter, nxt, 1)
+    whole = pop.plan(horizon, base[:, 1 : 1 + SLOTS], pv[1 : 1 + SLOTS])
+    mine = part.plan(horizon, base[keep, 1 : 1 + SLOTS], pv[1 : 1 + SLOTS])
+    assert whole.site_p_kw.shape[1] == 2 and mine.site_p_kw.shape[1] == 2
+    np.testing.assert_array_equal(mine.site_p_kw, whole.site_p_kw[keep])
+    for kind, plan in mine.store_plans.items():
+        rows = np.isin(pop.groups[kind].site, keep)
+        width = plan.alternatives.cost_eur.shape[1]  # the whole pads to its widest grid
+        theirs = whole.store_plans[kind].alternatives.cost_eur[rows]
+        np.testing.assert_array_equal(plan.alternatives.cost_eur, theirs[:, :width])
+        assert np.isinf(theirs[:, width:]).all()
+
+
+def test_a_planning_cadence_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="replan_every"):
+        FlexPopulation.from_specs(["h"], [1], [PRESETS["home"]], seed=1, replan_every=0)

@@ -5,6 +5,7 @@ Peer: a straightforward backward recursion over (rows, level, level) arrays writ
 """
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +17,7 @@ from agents.store import (
     level_grid,
     level_offsets,
     plan_stores,
+    replan_first_slots,
 )
 
 H = 24
@@ -91,7 +93,7 @@ def test_compiled_dp_matches_the_numpy_model(seed: int) -> None:
         np.ascontiguousarray(exp),
         DT,
     )
-    np.testing.assert_allclose(value, expected, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(value[0], expected, rtol=0, atol=1e-9)
     plan = plan_stores(rows, e0, other, imp, exp, dt_h=DT, n_levels=15)
     np.testing.assert_allclose(plan.cost_eur, plan.alternatives.cost_eur.min(axis=1), atol=0)
     # The plan's cost is what its own power path costs, slot by slot, plus the terminal value.
@@ -160,3 +162,80 @@ def test_auto_levels_lets_a_slow_charger_move() -> None:
         rows, np.array([10.0]), np.zeros((n, h)), np.full(h, 0.1), np.zeros(h), dt_h=DT
     )
     assert plan.e_kwh[0, -1] > 10.0 + 7.4 * 0.92 * DT * h * 0.8
+
+
+def shifted_rows(rows: StoreRows, s: int) -> StoreRows:
+    """The same stores seen from slot ``s`` on (what a later round's rows describe)."""
+    return StoreRows(
+        **{name: value[:, s:] if name in SLOTTED else value for name, value in vars(rows).items()}
+    )
+
+
+SLOTTED = {"e_min_kwh", "e_max_kwh", "p_min_kw", "p_max_kw", "eta_in", "drain_kwh"}
+
+
+def test_redeciding_at_shift_zero_repeats_the_full_plans_first_slots() -> None:
+    rng = np.random.default_rng(3)
+    n = 12
+    rows = battery_rows(n, H, rng)
+    e0 = rows.e_min_kwh[:, 0] + rng.uniform(0, 1, n) * (rows.e_max_kwh[:, 0] - rows.e_min_kwh[:, 0])
+    other, imp = rng.uniform(-3, 3, (n, H)), rng.uniform(0.1, 0.3, H)
+    plan = plan_stores(rows, e0, other, imp, np.full(H, 0.05), dt_h=DT, n_keep=4)
+    again = replan_first_slots(
+        rows, e0, other, imp, np.full(H, 0.05), dt_h=DT, tables=plan.tables, shift=0
+    )
+    np.testing.assert_array_equal(again.alternatives.cost_eur, plan.alternatives.cost_eur)
+    np.testing.assert_array_equal(again.p_kw, plan.p_kw[:, :2])
+    np.testing.assert_array_equal(again.e_kwh, plan.e_kwh[:, :3])
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), shift=st.integers(1, 2))
+def test_redeciding_later_prices_the_plans_own_path_at_its_cost_to_go(seed, shift) -> None:
+    """``shift`` slots after a full plan, from the state the plan reached: the plan's own
+    action costs exactly the rest of the plan (slot costs plus terminal value), and the
+    re-decided choice costs no more (it may leave the grid for a slot)."""
+    rng = np.random.default_rng(seed)
+    n = 6
+    rows = battery_rows(n, H, rng)
+    e0 = rows.e_min_kwh[:, 0] + rng.uniform(0, 1, n) * (rows.e_max_kwh[:, 0] - rows.e_min_kwh[:, 0])
+    other, imp, exp = rng.uniform(-3, 3, (n, H)), rng.uniform(0.1, 0.3, H), np.full(H, 0.05)
+    plan = plan_stores(rows, e0, other, imp, exp, dt_h=DT, n_levels=15, n_keep=4)
+    s = shift + 1  # the plan's states from slot 2 on lie on the grid
+    later = replan_first_slots(
+        shifted_rows(rows, s),
+        plan.e_kwh[:, s],
+        other[:, s:],
+        imp[s:],
+        exp[s:],
+        dt_h=DT,
+        tables=plan.tables,
+        shift=s,
+    )
+    net = other[:, s:] + plan.p_kw[:, s:]
+    rest = (DT * np.where(net >= 0, net * imp[s:], net * exp[s:])).sum(axis=1)
+    rest += (rows.wear_eur_per_kwh[:, None] * np.abs(plan.p_kw[:, s:]) * DT).sum(axis=1)
+    rest -= rows.terminal_eur_per_kwh * plan.e_kwh[:, -1]
+    own = np.abs(later.alternatives.p_kw - plan.p_kw[:, s : s + 1]) < 1e-9
+    assert own.any(axis=1).all()
+    own_cost = np.where(own, later.alternatives.cost_eur, np.inf).min(axis=1)
+    np.testing.assert_allclose(own_cost, rest, atol=1e-9)
+    assert (later.cost_eur <= rest + 1e-9).all() and later.feasible.all()
+    assert later.p_kw.shape == (n, 2) and later.e_kwh.shape == (n, 3)
+
+
+def test_redeciding_refuses_a_shift_the_tables_do_not_cover() -> None:
+    rows = battery_rows(2, H, np.random.default_rng(0))
+    e0 = rows.e_min_kwh[:, 0]
+    plan = plan_stores(rows, e0, np.zeros((2, H)), np.full(H, 0.2), np.zeros(H), dt_h=DT, n_keep=2)
+    with pytest.raises(ValueError, match="shift"):
+        replan_first_slots(
+            rows,
+            e0,
+            np.zeros((2, H)),
+            np.full(H, 0.2),
+            np.zeros(H),
+            dt_h=DT,
+            tables=plan.tables,
+            shift=2,
+        )

@@ -116,19 +116,41 @@ class _KillOnce(ShardedPopulation):
         return table
 
 
+@pytest.fixture(scope="module")
+def tiny_cadence4(tiny: Scenario) -> Scenario:
+    """The same, with sites that plan their whole horizon only every 4 slots."""
+    return tiny.model_copy(
+        update={"time": tiny.time.model_copy(update={"replan_every_slots": 4})}
+    )
+
+
+@pytest.fixture(scope="module")
+def local_run_cadence4(tiny_cadence4: Scenario, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("local4")
+    run_scenario(tiny_cadence4, out, progress=False, report=False)
+    return out
+
+
+@pytest.mark.parametrize("cadence", [1, 4])
 def test_killed_shard_recovers_with_identical_results(
-    ray_instance, tiny: Scenario, local_run: Path, tmp_path: Path
+    ray_instance, request: pytest.FixtureRequest, tmp_path: Path, cadence: int
 ) -> None:
+    """Round 5 re-decides against round 4's plan when the cadence is 4: the restarted
+    shard must rebuild that plan's cost to go to give the same results."""
+    suffix = "" if cadence == 1 else "_cadence4"
+    scenario = request.getfixturevalue(f"tiny{suffix}")
+    expected = request.getfixturevalue(f"local_run{suffix}")
     factory = ShardedFactory(2, max_restarts=4, cpus_per_shard=0.5,
                              population_class=_KillOnce)
     try:
-        run_scenario(tiny, tmp_path, progress=False, report=False, population_factory=factory)
+        run_scenario(scenario, tmp_path, progress=False, report=False,
+                     population_factory=factory)
     finally:
         factory.close()
     market = factory.made[0]
     assert market.restarts[0] == 2, market.restarts
     assert market.restarts[1] == 0
-    assert_same_results(local_run, tmp_path)
+    assert_same_results(expected, tmp_path)
 
 
 def test_exhausted_restarts_fail_the_run_clearly(ray_instance, tiny: Scenario) -> None:
