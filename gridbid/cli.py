@@ -67,6 +67,7 @@ def run(
         str | None,
         typer.Option(help="Ray backend: cluster address (default RAY_ADDRESS, else local)."),
     ] = None,
+    verbose: Annotated[bool, typer.Option(help="Ray backend: let Ray's own logs through.")] = False,
 ) -> None:
     """Simulate a scenario: agents self-optimise and bid; write results and a report."""
     from sim.run import run_scenario
@@ -86,7 +87,13 @@ def run(
     if backend == "ray":
         from sim.ray_backend import run_sharded
 
-        summary = run_sharded(chosen, out, shards=shards, address=address, progress=progress)
+        try:
+            summary = run_sharded(
+                chosen, out, shards=shards, address=address, progress=progress, verbose=verbose
+            )
+        except ConnectionError as error:
+            typer.echo(f"--address: {error}", err=True)
+            raise typer.Exit(code=2) from None
     else:
         summary = run_scenario(chosen, out, progress=progress)
     _print_summary(summary)
@@ -149,6 +156,9 @@ def compare(
                                address=address, verbose=verbose, progress=progress)
     except CompareError as error:
         typer.echo(str(error), err=True)
+        raise typer.Exit(code=2) from None
+    except ConnectionError as error:
+        typer.echo(f"--address: {error}", err=True)
         raise typer.Exit(code=2) from None
     _print_comparison(table, METRICS)
     failed = table[(table["kind"] == "run") & (table["error"] != "")]

@@ -96,7 +96,17 @@ def ray_session(
         "log_to_driver": verbose,
     }
     if address:
-        ray.init(address=address, **quiet)
+        try:
+            ray.init(address=address, **quiet)
+        except ConnectionError as error:
+            hint = ""
+            if os.environ.get("RAY_AUTH_MODE", "disabled") != "token":
+                hint = (
+                    "; if the cluster uses token authentication (the default for clusters "
+                    "started with `ray start` since Ray 2.59), set RAY_AUTH_MODE=token and "
+                    "the token (RAY_AUTH_TOKEN, or the file `ray get-auth-token` reads)"
+                )
+            raise ConnectionError(f"address {address!r}: {error}{hint}") from error
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **quiet)
     try:

@@ -197,3 +197,62 @@ def test_compare_two_rules_two_seeds_writes_the_table(ray_instance, tmp_path: Pa
     page = (out / "comparison.html").read_text()
     assert "comparison_dso_cost_eur.png" in page
     assert (out / "comparison_violation_minutes.png").stat().st_size > 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_run_connects_to_an_existing_cluster(tmp_path: Path) -> None:
+    """`gridbid run --backend ray --address` on a one-node cluster started with `ray start`
+    (token authentication on, as Ray starts clusters by default): the run completes on the
+    cluster's workers, and without the token mode it fails with the hint, not a traceback."""
+    import subprocess
+    import sys
+    import time
+
+    bin_dir = Path(sys.executable).parent
+    port = _free_port()
+    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    head = subprocess.Popen(  # noqa: S603 - our own venv's ray CLI
+        [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+         "--include-dashboard=false", "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        import yaml
+
+        document = yaml.safe_load((CONFIGS / "idrija.yaml").read_text())
+        document["scenarios"]["small"] = {  # 4 rounds of tiny, no yardsticks
+            "extends": "tiny",
+            "time": {"start": "2026-06-15", "start_hour": 8, "rounds": 4},
+            "yardsticks": [],
+        }
+        config = tmp_path / "small.yaml"
+        config.write_text(yaml.safe_dump(document))
+        address = f"127.0.0.1:{port}"
+        cmd = [str(bin_dir / "gridbid"), "run", str(config), "--scenario",
+               "small", "--backend", "ray", "--shards", "2", "--address", address,
+               "--no-progress", "--out", str(tmp_path / "out")]
+        deadline = time.monotonic() + 120
+        while True:  # the head takes a few seconds to accept drivers
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True,  # noqa: S603
+                                  timeout=600)
+            if done.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert done.returncode == 0, done.stderr[-2000:]
+        summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+        assert summary["rounds"] > 0 and "market" in summary["cases"]
+        refused = subprocess.run(cmd, env=env | {"RAY_AUTH_MODE": "disabled"},  # noqa: S603
+                                 capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 2
+        assert "RAY_AUTH_MODE=token" in refused.stderr and "Traceback" not in refused.stderr
+    finally:
+        head.terminate()
+        head.wait(timeout=60)
