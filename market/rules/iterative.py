@@ -18,7 +18,19 @@ the seller's reservation price, so no award is ever paid less than its ask).
 
 Stops when every need is met (``converged=True``), when the prices are at the buyers'
 caps and the answers no longer change (no progress is possible), or after ``max_rounds``.
-Awards are the answers of the last round, paid the posted price ``pi_b``.
+
+Rationing. A truthful row answers its whole offer once the price meets its ask, so the
+last round's answers can be many times the need (every row below the price answers at
+once: ~3,700 kW for a need of tens of kW on the scale grid). The buyer takes only what it
+needs: it accepts the answering columns in order of cost per pu of voltage support, ask /
+(largest sensitivity of the column over the requests), ties by merit rank; each column
+takes just enough to close the largest remaining need among the requests it helps, at most
+its answer and at least its minimum quantity (an indivisible straddling row is taken
+whole); columns that help no request with need left get nothing. So each request's
+support exceeds its need by at most the straddling column's. The order uses the book's
+asks, which the buyer holds anyway (rows are never paid below them). Awards are the
+rationed answers, paid the posted price ``pi_b``; ``unserved_dv_pu`` and ``converged``
+are computed after rationing.
 """
 
 from __future__ import annotations
@@ -51,6 +63,7 @@ __all__ = [
     "TruthfulResponder",
     "iterative_price",
     "next_prices",
+    "ration",
 ]
 
 
@@ -150,6 +163,41 @@ def _answers(
     return x
 
 
+def ration(matrix: SensitivityMatrix, x: FloatArray, tolerance: float) -> FloatArray:
+    """Keep only the answers the needs call for (see "Rationing" in the module docstring).
+
+    Args:
+        matrix: The sensitivity matrix of the call.
+        x: Answer per column (within ``[0, quantity]``, 0 or at least the minimum).
+        tolerance: A need counts as met when less than ``tolerance x dv_r`` remains.
+
+    Returns:
+        The accepted quantity per column, each 0 or between its minimum and its answer.
+    """
+    out = np.zeros_like(x)
+    answering = np.flatnonzero(x > 0.0)
+    if answering.size == 0:
+        return out
+    best = np.maximum.reduceat(matrix.value, matrix.start[:-1][answering])
+    with np.errstate(divide="ignore"):
+        cost_per_pu = np.where(best > 0.0, matrix.ask[answering] / best, np.inf)
+    order = answering[np.lexsort((answering, matrix.tie_break[answering], cost_per_pu))]
+    remaining = matrix.dv_pu.copy()
+    met = tolerance * matrix.dv_pu
+    for j in order.tolist():
+        ks = matrix.index[matrix.start[j] : matrix.start[j + 1]]
+        s = matrix.value[matrix.start[j] : matrix.start[j + 1]]
+        useful = (remaining[ks] > met[ks]) & (s > 0.0)
+        if not useful.any():
+            continue
+        wanted = float((remaining[ks][useful] / s[useful]).max())
+        out[j] = min(x[j], max(wanted, matrix.minimum[j]))
+        remaining[ks] -= s * out[j]
+        if (remaining <= met).all():
+            break
+    return out
+
+
 def next_prices(
     duals: FloatArray,
     steps: FloatArray,
@@ -209,6 +257,10 @@ def iterative_price(
         previous_gap, previous_x = gap, x
     if rounds == 0:
         pi = matrix.column_price(duals)
+    x = ration(matrix, x, settings.tolerance)
+    achieved = np.bincount(matrix.index, weights=matrix.value * x[column_of_entry], minlength=n_req)
+    gap = matrix.dv_pu - achieved
+    converged = bool((gap <= settings.tolerance * matrix.dv_pu).all())
     accepted = np.flatnonzero(x > 0.0)
     is_p = matrix.is_p[accepted]
     paid = np.maximum(pi[accepted], matrix.ask[accepted])

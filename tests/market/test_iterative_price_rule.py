@@ -20,7 +20,9 @@ def test_price_rises_until_truthful_sellers_cover_the_need() -> None:
 
     While nothing is offered the gap is the whole need, so lambda goes 0, 7.5, ..., 52.5
     (rounds 1..8). At 52.5: bus 1 price 0.105 >= a's 0.10, bus 2 price 0.0525 >= b's 0.05;
-    a + b give 0.010 + 0.005 = 0.015 >= 0.014 pu -> converged in round 8.
+    a + b answer 0.010 + 0.005 = 0.015 >= 0.014 pu -> converged in round 8.
+    Rationing: a and b both cost 50 EUR/pu (0.10 / 0.002, 0.05 / 0.001); the tie goes to
+    the lower merit rank, b (asks less): b whole (0.005 pu), then a 0.009 / 0.002 = 4.5 kW.
     """
     requests, order_book = _example(7.0)
     result = clear("iterative_price", requests, order_book)
@@ -28,10 +30,11 @@ def test_price_rises_until_truthful_sellers_cover_the_need() -> None:
     assert result.converged
     assert result.rounds == 8
     got = by_bid(result)
-    assert got["a"] == pytest.approx((5.0, 0.105))
+    assert got["a"] == pytest.approx((4.5, 0.105))
     assert got["b"] == pytest.approx((5.0, 0.0525))
     assert set(got) == {"a", "b"}
     assert result.params["responder"] == "TruthfulResponder"
+    assert result.unserved_dv_pu["r1"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_unreachable_need_reports_not_converged() -> None:
@@ -87,6 +90,8 @@ def test_two_requests_sharing_bids_converge_by_hand() -> None:
     r2 0.001 (gap 2/3) -> lambda = (20, 20 + 20 x 2/3 = 33.3).
     Round 3: price 0.0533 >= 0.05: m on too; each gets 0.004 -> both met, converged.
     Prices at the requests' buses: 20 x 0.001 = 0.02 and 33.3 x 0.001 = 0.0333.
+    Rationing: n first (20 EUR/pu against m's 50): 1 kW meets r1 and gives r2 0.001; m then
+    closes r2's remaining 0.002 pu with 2 of its 3 kW.
     """
     order_book = book([("m", 3, 3.0, 0.05), ("n", 1, 1.0, 0.02)])
     sens = {1: 0.001, 2: 0.001, 3: 0.001}
@@ -110,7 +115,7 @@ def test_two_requests_sharing_bids_converge_by_hand() -> None:
     check_invariants(result, requests, order_book)
     assert (result.converged, result.rounds) == (True, 3)
     assert result.prices == pytest.approx({"r1": 0.02, "r2": 0.1 / 3})
-    assert {a.bid_id: a.p_kw for a in result.awards} == {"m": 3.0, "n": 1.0}
+    assert {a.bid_id: a.p_kw for a in result.awards} == pytest.approx({"m": 2.0, "n": 1.0})
 
 
 def test_step_is_damped_when_the_gap_changes_sign() -> None:
@@ -148,3 +153,55 @@ def test_responder_must_have_respond() -> None:
     with pytest.raises(ValidationError, match="responder"):
         clear("iterative_price", requests, order_book, {"responder": object()})
     assert isinstance(TruthfulResponder(), PriceResponder)
+
+
+def _flood() -> tuple[list, OrderBook]:
+    """A need of 0.01 pu at bus 1 (10 kW there), v = 0.3 / 0.001 = 300 EUR/pu, and far more
+    on offer below the second round's price (lambda = 30: 0.03 EUR/kWh at bus 1, 0.015 at
+    bus 2): ten 10 kW rows at bus 1 asking 0.010, 0.012, ... 0.028 and 4 kW at bus 2
+    asking 0.004 (8 EUR/pu at its 0.0005 pu/kW, the cheapest support)."""
+    rows = [(f"n{i}", 1, 10.0, 0.010 + 0.002 * i) for i in range(10)] + [("far", 2, 4.0, 0.004)]
+    req = request(
+        direction="up",
+        p_kw=10.0,
+        dv_required_pu=0.01,
+        max_price_eur_per_kwh=0.3,
+        sensitivity_pu_per_kw={1: 0.001, 2: 0.0005},
+    )
+    return [req], rows
+
+
+def _support(result, requests, order_book) -> float:
+    sens = requests[0].sensitivity_pu_per_kw
+    return sum(a.p_kw * sens[int(order_book.bus[a.book_row])] for a in result.awards)
+
+
+def test_the_buyer_takes_only_what_it_needs() -> None:
+    """Round 2 (lambda = 30) every row answers: 0.102 pu, ten times the 0.01 needed. The
+    buyer takes ``far`` whole (0.002 pu, cheapest per pu), then 8 kW of ``n0`` (10 EUR/pu),
+    and nothing else; both paid the posted prices 0.015 and 0.03 EUR/kWh."""
+    requests, rows = _flood()
+    order_book = book(rows)
+    result = clear("iterative_price", requests, order_book)
+    check_invariants(result, requests, order_book)
+    price_p = np.where(order_book.bus == 1, 0.03, 0.015)
+    answered, _ = TruthfulResponder().respond(order_book, price_p, np.zeros(len(order_book)), 1)
+    unrationed = float((answered * np.where(order_book.bus == 1, 0.001, 0.0005)).sum())
+    assert unrationed >= 10 * 0.01
+    assert (result.converged, result.rounds) == (True, 2)
+    assert by_bid(result) == {"far": pytest.approx((4.0, 0.015)), "n0": pytest.approx((8.0, 0.03))}
+    assert _support(result, requests, order_book) == pytest.approx(0.01)
+
+
+def test_an_indivisible_straddling_row_is_taken_whole_and_no_more() -> None:
+    """The same flood with every row all-or-nothing: after ``far`` (0.002 pu) the next row
+    ``n0`` must be taken whole (0.010 pu) to meet the rest; the support exceeds the need by
+    less than that one row's, and no further row is bought."""
+    requests, rows = _flood()
+    order_book = book(rows, min_fraction=[1.0] * len(rows))
+    result = clear("iterative_price", requests, order_book)
+    check_invariants(result, requests, order_book)
+    assert result.converged
+    assert {a.bid_id: a.p_kw for a in result.awards} == {"far": 4.0, "n0": 10.0}
+    support = _support(result, requests, order_book)
+    assert 0.01 <= support < 0.01 + 10.0 * 0.001
