@@ -152,6 +152,7 @@ class FlexPopulation:
     replan_every: int = 1
     bid_versions: dict[int, int] = field(default_factory=dict, repr=False)
     tables: dict[str, tuple[int, CostToGo]] = field(default_factory=dict, repr=False)
+    asset_id_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_specs(
@@ -396,14 +397,25 @@ class FlexPopulation:
         price = strategy_price(self.strategy_code[site], cost[:, None], self.markup[site])[:, 0]
         ids = self.agent_ids[site]
         direction_col = np.where(sign > 0, "down", "up")
-        bid_id = np.array(
+        # Ids repeat over few (asset, direction, block) combinations and (site, asset)
+        # pairs: format each distinct one once.
+        kinds, kind_code = np.unique(asset.astype(str), return_inverse=True)
+        width = int(block.max(initial=0)) + 1
+        combo = (kind_code * 2 + (sign > 0)) * width + block
+        distinct, which = np.unique(combo, return_inverse=True)
+        labels = np.array(
             [
-                f"r{round_id}-{a}-{d}-{b}"
-                for a, d, b in zip(asset, direction_col, block, strict=True)
+                f"r{round_id}-{kinds[c // (2 * width)]}-"
+                f"{'down' if (c // width) % 2 else 'up'}-{c % width}"
+                for c in distinct.tolist()
             ],
             dtype=object,
         )
-        asset_id = np.array([f"{s}-{a}" for s, a in zip(ids, asset, strict=True)], dtype=object)
+        bid_id = labels[which] if len(site) else np.zeros(0, dtype=object)
+        asset_id = np.empty(len(site), dtype=object)
+        for code, kind in enumerate(kinds.tolist()):
+            rows = kind_code == code
+            asset_id[rows] = self._asset_ids(kind)[site[rows]]
         book = OrderBook.from_arrays(
             bid_id,
             ids,
@@ -415,10 +427,18 @@ class FlexPopulation:
             price_eur_per_kvarh=np.where(react, price, 0.0),
             asset_id=asset_id,
             version=np.full(len(site), version, dtype=np.int64),
-            t_start=np.full(len(site), t_start, dtype=object) if len(site) else None,
-            t_end=np.full(len(site), t_end, dtype=object) if len(site) else None,
+            t_start=np.full(len(site), _epoch_s(t_start, "t_start"), dtype=np.int64),
+            t_end=np.full(len(site), _epoch_s(t_end, "t_end"), dtype=np.int64),
         )
         return BidTable(book, site, asset, asset_row, sign, react, cost)
+
+    def _asset_ids(self, kind: str) -> np.ndarray:
+        """``"{agent id}-{kind}"`` for every site (formatted once per kind)."""
+        cached = self.asset_id_cache.get(kind)
+        if cached is None:
+            cached = np.array([f"{a}-{kind}" for a in self.agent_ids.tolist()], dtype=object)
+            self.asset_id_cache[kind] = cached
+        return cached
 
     def _curtailment_blocks(self, baseline: Baseline, ok: np.ndarray):
         """PV curtailment in the delivery slot: the bill difference, first at the export
@@ -496,6 +516,13 @@ class FlexPopulation:
             updated = learning_update(self.markup, offered, awarded_any)
             self.markup = np.where(learning, updated, self.markup)
         return Delivery(p_kw=net, q_kvar=q, bill_eur=bill, flex_cost_eur=flex_cost)
+
+
+def _epoch_s(value: datetime, name: str) -> int:
+    """Whole seconds since the Unix epoch of an aware datetime (the order book's time)."""
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise ValueError(f"{name}={value!r} must be a timezone-aware datetime")
+    return int(value.timestamp())
 
 
 def _first_slot(horizon: Horizon) -> Horizon:

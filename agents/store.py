@@ -683,8 +683,8 @@ def _slot_one(
 
     The arithmetic of :meth:`StoreRows.feasible_power` and :func:`_stage_cost` (kept in
     step by the tests), as loops. Returns the cost from slot 1 on, the chosen level and its
-    power, each (n, M); where no move is feasible the cost is ``inf`` and level 0 is
-    reported (its power clipped to the limits).
+    power, each (n, M); where no move is feasible the cost is ``inf`` and the level and
+    power reported are meaningless (the caller replaces them).
     """
     n, m_count = e1.shape
     cost_out = np.full((n, m_count), np.inf)
@@ -696,12 +696,25 @@ def _slot_one(
         hi = e_max2[i] + _TOL
         pmin = p_min1[i]
         pmax = p_max1[i]
+        base = levels[i, 0] + off2[i]
+        step = levels[i, 1] - levels[i, 0] if k_row > 1 else 1.0
+        gain_lo = pmin * eta_in1[i] * dt_h if pmin >= 0 else pmin / eta_out[i] * dt_h
+        gain_hi = pmax * eta_in1[i] * dt_h if pmax >= 0 else pmax / eta_out[i] * dt_h
         for m in range(m_count):
             e = e1[i, m]
             best = np.inf
             best_j = 0
             best_p = 0.0
-            for j in range(k_row):
+            # Only targets the power limits can reach (levels are evenly spaced), with one
+            # level of slack on each side, as in _backward; the exact checks below decide.
+            passive = retention[i] * e - drain1[i]
+            j_lo = 0
+            if not spill[i] and step > 0:
+                j_lo = max(0, int(np.floor((passive + gain_lo - base) / step)) - 1)
+            j_hi = k_row - 1
+            if step > 0:
+                j_hi = min(k_row - 1, int(np.ceil((passive + gain_hi - base) / step)) + 1)
+            for j in range(j_lo, j_hi + 1):
                 target = levels[i, j] + off2[i]
                 delta = target - retention[i] * e + drain1[i]
                 p = delta / (eta_in1[i] * dt_h) if delta >= 0 else delta * eta_out[i] / dt_h

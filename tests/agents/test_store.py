@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from agents.store import (
     StoreRows,
     _backward,
+    _slot_one,
     _stage_cost,
     auto_levels,
     level_grid,
@@ -239,3 +240,45 @@ def test_redeciding_refuses_a_shift_the_tables_do_not_cover() -> None:
             tables=plan.tables,
             shift=2,
         )
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), spill=st.booleans())
+def test_compiled_slot_one_matches_the_numpy_model(seed: int, spill: bool) -> None:
+    """Slot 1 from off-grid landings onto the grid: the compiled kernel (which only looks at
+    the levels the power limits can reach) against the full (n, M, K) numpy evaluation."""
+    rng = np.random.default_rng(seed)
+    n, k = 7, 15
+    rows = battery_rows(n, H, rng)
+    if spill:  # a heat-pump-like store: no discharge, losses, may discard heat
+        rows = StoreRows(**(vars(rows) | {
+            "p_min_kw": np.zeros((n, H)), "retention": np.full(n, 0.97),
+            "drain_kwh": rng.uniform(0.0, 0.5, (n, H)), "spill": np.ones(n, dtype=bool),
+            "eta_in": np.full((n, H), 3.0)}))
+    offset = level_offsets(rows)
+    k_row = np.full(n, k)
+    levels = level_grid(rows, k_row, offset)
+    value2 = rng.uniform(-1, 1, (n, k))
+    value2[rng.uniform(size=(n, k)) < 0.2] = np.inf
+    lo, hi = rows.e_min_kwh[:, 1:2], rows.e_max_kwh[:, 1:2]
+    e1 = lo + rng.uniform(-0.1, 1.1, (n, 9)) * (hi - lo)
+    other, imp, exp = rng.uniform(-3, 3, n), rng.uniform(0.1, 0.3, n), np.full(n, 0.05)
+    targets = (levels + offset[:, 2:3])[:, None, :]
+    p1, ok1 = rows.feasible_power(e1[:, :, None], targets, 1, DT)
+    stage1 = _stage_cost(rows, p1, other, imp, exp, DT)
+    total = np.where(ok1, stage1 + value2[:, None, :], np.inf)
+    expected = total.min(axis=2)
+    c = np.ascontiguousarray
+    cost, level, power = _slot_one(
+        c(e1), c(levels), k_row, c(offset[:, 2]), c(rows.e_min_kwh[:, 2]),
+        c(rows.e_max_kwh[:, 2]), c(rows.p_min_kw[:, 1]), c(rows.p_max_kw[:, 1]),
+        c(rows.eta_in[:, 1]), rows.eta_out, rows.retention, c(rows.drain_kwh[:, 1]),
+        rows.spill, rows.wear_eur_per_kwh, other, imp, exp, c(value2), DT,
+    )
+    np.testing.assert_allclose(cost, expected, rtol=0, atol=1e-12)
+    found = np.isfinite(expected)
+    assert found.any()
+    best = np.argmin(total, axis=2)
+    np.testing.assert_array_equal(level[found], best[found])
+    chosen_p = np.take_along_axis(p1, best[:, :, None], axis=2)[..., 0]
+    np.testing.assert_allclose(power[found], chosen_p[found], atol=1e-12)
