@@ -146,11 +146,19 @@ def agent(
 
 
 @app.command("pilot-demo")
-def pilot_demo() -> None:
-    """Start a coordinator and simulated agents on loopback for one accelerated day."""
+def pilot_demo(
+    homes: Annotated[
+        int, typer.Option(min=0, help="Homes from each of the scenario's home populations.")
+    ] = 1,
+    slot_seconds: Annotated[
+        float, typer.Option(min=0.1, help="Wall-clock seconds per 15-minute slot.")
+    ] = 0.5,
+    hours: Annotated[float, typer.Option(min=1, max=24, help="Simulated hours.")] = 24.0,
+) -> None:
+    """Start a coordinator and the Idrija pilot's agents on loopback for an accelerated day."""
     from service.demo import run_demo
 
-    run_demo()
+    run_demo(homes_per_population=homes, slot_seconds=slot_seconds, hours=hours)
 
 
 if __name__ == "__main__":

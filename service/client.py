@@ -241,7 +241,9 @@ class AgentClient:
                 continue
             if bid_before_gate_s and (gate - now).total_seconds() > bid_before_gate_s:
                 continue
-            bids = agent.bids_for(await self.flex_requests(rnd["id"]), start)
+            requests = await self.flex_requests(rnd["id"])
+            # Planning can take 100 ms: off the event loop, so other clients keep going.
+            bids = await asyncio.to_thread(agent.bids_for, requests, start)
             try:
                 await self.declare(start, agent.baselines(start))
             except ServiceError as exc:
@@ -257,7 +259,7 @@ class AgentClient:
             agent.on_awards(awards)
         for start, end in sorted(self._slots.items()):
             if end <= now and start not in self._metered:
-                await self.report(start, agent.meter(start))
+                await self.report(start, await asyncio.to_thread(agent.meter, start))
                 self._metered.add(start)
 
     async def run(

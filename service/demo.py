@@ -1,11 +1,19 @@
-"""``gridbid pilot-demo``: a coordinator and a small pilot's agents on loopback, one day.
+"""``gridbid pilot-demo``: the Idrija pilot's agents against a coordinator on loopback.
 
 The coordinator runs on a temporary SQLite file with an accelerated clock (a 15-minute slot
-lasts a second by default). Clients connect over HTTP with :class:`AgentClient` exactly
-as real building controllers would: a DSO stand-in publishes a request for downward
-flexibility (absorb PV) in the midday slots, and home batteries bid, deliver and report
-meter values. The agents here are stand-ins behind the :class:`~service.client.ClientAgent`
-protocol, until the ``agents`` package's populations are wired in as clients.
+lasts ``slot_seconds`` of wall time). The sites of ``configs/idrija.yaml`` (scenario
+``summer``) connect over HTTP with :class:`~service.client.AgentClient`, exactly as their
+building controllers would, each running the simulator's own decision code
+(:class:`~service.site_agent.SiteClientAgent`: plan against the tariff, declare the plan as
+baseline, bid truthful costs, dispatch awards, meter): the primary school, the sports
+centre, the heating plant and the community battery on their buses, with the scenario's
+overrides, and a few homes of each of the scenario's two home populations.
+
+What the demo does not have is the feeder: the homes sit on fixed buses rather than the
+simbench grid's loads, the sites see :func:`~service.site_agent.typical_conditions` rather
+than the grid's profiles, and the DSO is a stand-in that does not run a power flow: it asks
+for downward flexibility (absorb PV) around midday and upward flexibility (relieve the
+evening peak) at every site's bus, with the scenario's price cap.
 """
 
 from __future__ import annotations
@@ -13,98 +21,107 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import subprocess
+import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-import uvicorn
+import httpx
+import yaml
 
-from market import Award, Bid, Direction, FlexRequest
-from service.app import create_app
+from agents import PRESETS, SiteSpec
+from market import Direction, FlexRequest
 from service.auth import Role
-from service.client import AgentClient, AssetSpec, ServiceError
-from service.clock import AcceleratedClock
+from service.client import AgentClient, ServiceError
 from service.config import ClockConfig, ServiceConfig
 from service.db import Database
 from service.participants import create_participant
+from service.site_agent import SiteClientAgent, typical_conditions
 
-__all__ = ["DemoBattery", "run_demo"]
+__all__ = ["DemoSite", "idrija_sites", "run_demo"]
 
 log = logging.getLogger(__name__)
 
-DAY_START = datetime(2026, 6, 1, tzinfo=UTC)
 SLOT = timedelta(minutes=15)
+IDRIJA = Path(__file__).resolve().parents[1] / "configs" / "idrija.yaml"
+HOME_BUSES = (12, 24, 44, 56, 72, 84, 100, 110)
+"""Where the demo's homes sit (the scenario places them on the simbench grid's loads)."""
 
 
-class DemoBattery:
-    """A home battery that offers to charge (``down``) when the DSO asks, at a price that
-    grows with its bus index (farther homes ask more), and delivers ``delivery`` of its
-    awards."""
+@dataclass(frozen=True)
+class DemoSite:
+    """One site of the pilot: participant id, bus and its preset with overrides applied."""
 
-    def __init__(self, participant_id: str, bus: int, delivery: float = 1.0) -> None:
-        self.participant_id, self.bus, self.delivery = participant_id, bus, delivery
-        self.asset_id = f"{participant_id}-bat"
-        self.awarded_kw: dict[datetime, float] = {}
-
-    def assets(self) -> Sequence[AssetSpec]:
-        """One 5 kW battery."""
-        return [AssetSpec(self.asset_id, self.bus, 5.0, "battery")]
-
-    def bids_for(self, requests: Sequence[FlexRequest], t_start: datetime) -> list[Bid]:
-        """One 4 kW offer per downward request of the slot."""
-        return [
-            Bid(
-                bid_id=f"{self.asset_id}-{r.request_id}",
-                seller_id=self.participant_id,
-                asset_id=self.asset_id,
-                bus=self.bus,
-                direction=Direction.DOWN,
-                p_kw=4.0,
-                price_eur_per_kwh=0.04 + 0.005 * self.bus,
-                t_start=r.t_start,
-                t_end=r.t_end,
-            )
-            for r in requests
-            if r.direction == Direction.DOWN
-        ]
-
-    def on_awards(self, awards: Sequence[Award]) -> None:
-        """Remember what to deliver."""
-        for a in awards:
-            self.awarded_kw[a.t_start] = self.awarded_kw.get(a.t_start, 0.0) + a.p_kw
-
-    def baselines(self, t_start: datetime) -> dict[str, float]:
-        """A flat 0.5 kW plan."""
-        return {self.asset_id: 0.5}
-
-    def meter(self, t_start: datetime) -> dict[str, float]:
-        """The plan; charging adds the delivered award (``down`` raises consumption)."""
-        return {self.asset_id: 0.5 + self.delivery * self.awarded_kw.get(t_start, 0.0)}
+    participant_id: str
+    bus: int
+    preset: str
+    spec: SiteSpec
 
 
-async def _dso(base: str, key: str, buses: list[int], until: datetime) -> None:
+def idrija_sites(
+    path: Path = IDRIJA, scenario: str = "summer", homes_per_population: int = 2
+) -> tuple[list[DemoSite], dict[str, Any]]:
+    """The sites of an Idrija scenario, and the scenario's own settings.
+
+    Sites placed on a bus (school, sports centre, heating plant, community battery) keep
+    their bus; of each home population the first ``homes_per_population`` are placed on
+    :data:`HOME_BUSES`.
+
+    Raises:
+        ValueError: if the file or the scenario cannot be read, naming it.
+    """
+    try:
+        scenarios = yaml.safe_load(path.read_text())["scenarios"]
+        settings = scenarios[scenario]
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: no scenario {scenario!r} ({error})") from None
+    sites: list[DemoSite] = []
+    home_buses = iter(HOME_BUSES)
+    for population in settings["populations"]:
+        preset = population["preset"]
+        spec = PRESETS[preset].with_overrides(population.get("overrides", {}))
+        if population.get("placement") == "bus":
+            sites.append(DemoSite(preset, int(population["bus"]), preset, spec))
+            continue
+        for i in range(min(homes_per_population, int(population["count"]))):
+            sites.append(DemoSite(f"{preset}_{i + 1}", next(home_buses), preset, spec))
+    return sites, settings
+
+
+async def _dso(base: str, key: str, buses: list[int], until: datetime, max_price: float) -> None:
+    """Publish one request per open round: down 10:00–15:00 (PV), up 17:00–20:00 (peak)."""
+    sensitivity = {b: 0.0004 * (1 + i % 4) for i, b in enumerate(buses)}
     async with AgentClient(base, key) as client:
         posted: set[int] = set()
         while await client.now() < until:
             for rnd in await client.open_rounds():
                 start = datetime.fromisoformat(rnd["slot_start"])
-                if rnd["id"] in posted or not 10 <= start.hour < 15:
+                hour = start.hour + start.minute / 60
+                if rnd["id"] in posted:
+                    continue
+                posted.add(rnd["id"])
+                if 10 <= hour < 15:
+                    direction, p_kw = Direction.DOWN, 150.0
+                elif 17 <= hour < 20:
+                    direction, p_kw = Direction.UP, 60.0
+                else:
                     continue
                 request = FlexRequest(
-                    request_id=f"pv-{int(start.timestamp())}",
+                    request_id=f"{direction.value}-{int(start.timestamp())}",
                     buyer_id="dso",
                     bus=buses[-1],
-                    direction=Direction.DOWN,
-                    p_kw=12.0,
-                    max_price_eur_per_kwh=0.12,
-                    sensitivity_pu_per_kw={b: 0.001 * (1 + i) for i, b in enumerate(buses)},
+                    direction=direction,
+                    p_kw=p_kw,
+                    max_price_eur_per_kwh=max_price,
+                    sensitivity_pu_per_kw=sensitivity,
                     t_start=start,
                     t_end=start + SLOT,
                 )
-                posted.add(rnd["id"])
                 try:
                     await client.request(
                         "POST", "/v1/flex-requests", request.model_dump(mode="json")
@@ -114,15 +131,38 @@ async def _dso(base: str, key: str, buses: list[int], until: datetime) -> None:
             await asyncio.sleep(0.05)
 
 
-async def _demo(homes: int, slot_seconds: float, hours: float, workdir: Path) -> dict[str, object]:
+async def _wait_ready(base: str, server: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Wait until the coordinator answers ``/health`` (or fail with its log)."""
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient(base_url=base, timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise RuntimeError(f"coordinator exited: {log_path.read_text()[-2000:]}")
+            try:
+                if (await client.get("/health")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+    raise TimeoutError(f"coordinator did not start: {log_path.read_text()[-2000:]}")
+
+
+async def _demo(
+    sites: list[DemoSite],
+    settings: dict[str, Any],
+    slot_seconds: float,
+    hours: float,
+    workdir: Path,
+) -> dict[str, Any]:
+    day = datetime.fromisoformat(str(settings["time"]["start"])).replace(tzinfo=UTC)
     speed = SLOT.total_seconds() / slot_seconds
-    anchor = time.time() + 3.0  # simulated midnight three seconds from now
-    clock_cfg = ClockConfig(kind="accelerated", start=DAY_START, speed=speed, anchor_unix_s=anchor)
+    anchor = time.time() + 6.0  # simulated midnight: after the coordinator has started
+    clock_cfg = ClockConfig(kind="accelerated", start=day, speed=speed, anchor_unix_s=anchor)
     config = ServiceConfig(
         rule="pay_as_bid",
         gate_closure_minutes=5,
         open_ahead_slots=2,
-        settle_after_minutes=15,
+        settle_after_minutes=45,  # meters report within three slots (1.5 s of wall time)
+        stale_meter_slots=8,
         tick_seconds=min(0.1, slot_seconds / 5),
         clock=clock_cfg,
     )
@@ -132,36 +172,59 @@ async def _demo(homes: int, slot_seconds: float, hours: float, workdir: Path) ->
     now = datetime.now(UTC)
     _, dso_key = await create_participant(db, "dso", Role.DSO, now)
     _, op_key = await create_participant(db, "operator", Role.OPERATOR, now)
-    agents, keys = [], []
-    for i in range(homes):
-        _, key = await create_participant(db, f"home{i:03d}", Role.PROSUMER, now)
-        delivery = 0.5 if i % 5 == 4 else 1.0  # every fifth home under-delivers
-        agents.append(DemoBattery(f"home{i:03d}", bus=1 + i % 10, delivery=delivery))
-        keys.append(key)
+    keys = {}
+    for site in sites:
+        _, keys[site.participant_id] = await create_participant(
+            db, site.participant_id, Role.PROSUMER, now
+        )
     await db.dispose()
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    app = create_app(url, config=config, clock=AcceleratedClock(DAY_START, speed, anchor))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
+    # The coordinator runs in its own process, as in the pilot: the sites' planning here
+    # and the service there each get a core.
+    config_path = workdir / "coordinator.yaml"
+    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    server_log = workdir / "coordinator.log"
+    with server_log.open("wb") as log_file:
+        server = subprocess.Popen(  # noqa: S603
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "serve",
+                "--db",
+                url,
+                "--port",
+                str(port),
+                "--config",
+                str(config_path),
+            ],
+            stdout=log_file,
+            stderr=log_file,
+        )
     base = f"http://127.0.0.1:{port}"
-    until = DAY_START + timedelta(hours=hours)
-    buses = sorted({a.bus for a in agents})
+    await _wait_ready(base, server, server_log)
+    until = day + timedelta(hours=hours)
+    max_price = float(settings.get("dso", {}).get("max_price_eur_per_kwh", 0.30))
 
-    async def home(agent: DemoBattery, key: str) -> None:
-        async with AgentClient(base, key) as client:
-            await client.run(agent, until=until, poll_s=slot_seconds / 4, bid_before_gate_s=10 * 60)
+    async def site_client(site: DemoSite, seed: int) -> None:
+        agent = SiteClientAgent(
+            site.participant_id,
+            site.bus,
+            site.spec,
+            typical_conditions(site.spec.annual_load_kwh),
+            seed=seed,
+            horizon_slots=32,
+        )
+        async with AgentClient(base, keys[site.participant_id], timeout_s=30.0) as client:
+            await client.run(agent, until=until, poll_s=slot_seconds / 2, bid_before_gate_s=20 * 60)
 
     try:
         await asyncio.gather(
-            _dso(base, dso_key, buses, until),
-            *(home(a, k) for a, k in zip(agents, keys, strict=True)),
+            _dso(base, dso_key, sorted({s.bus for s in sites}), until, max_price),
+            *(site_client(site, seed) for seed, site in enumerate(sites)),
         )
         async with AgentClient(base, op_key) as op:
             deadline = time.monotonic() + 10 * slot_seconds
@@ -173,30 +236,59 @@ async def _demo(homes: int, slot_seconds: float, hours: float, workdir: Path) ->
             awards = await op.request("GET", "/v1/awards")
             lines = await op.request("GET", "/v1/settlements")
             alerts = await op.request("GET", "/v1/alerts")
+            declared = await op.request("GET", "/v1/baselines")
+            bids = await op.request("GET", "/v1/bids")
     finally:
-        server.should_exit = True
-        await serving
+        server.terminate()
+        server.wait(timeout=30)
+    revenue: dict[str, float] = defaultdict(float)
+    for line in lines:
+        revenue[line["participant_id"]] += line["line"]["net_eur"]
     return {
         "rounds": Counter(r["status"] for r in rounds),
+        "baselines declared": len(declared),
+        "bids": len(bids),
         "awards": len(awards),
-        "awarded_kwh": sum(a["award"]["p_kw"] for a in awards) * SLOT.total_seconds() / 3600,
-        "paid_eur": sum(line["line"]["net_eur"] for line in lines),
-        "flags": Counter(line["line"]["flag"] for line in lines),
+        "awarded kWh": round(sum(a["award"]["p_kw"] for a in awards) * SLOT.seconds / 3600, 1),
+        "DSO paid EUR": round(sum(line["line"]["net_eur"] for line in lines), 2),
+        "revenue EUR by site": {k: round(v, 2) for k, v in sorted(revenue.items())},
+        "settlement flags": Counter(line["line"]["flag"] for line in lines),
         "alerts": Counter(a["kind"] for a in alerts),
+        "non-delivery reasons": Counter(
+            a["detail"].split(": ", 1)[1].split(" of ")[0].rstrip("0123456789. ")
+            for a in alerts
+            if a["kind"] == "non_delivery"
+        ),
+        "stale meters": Counter(a["subject"] for a in alerts if a["kind"] == "stale_meter"),
     }
 
 
-def run_demo(homes: int = 12, slot_seconds: float = 1.0, hours: float = 24.0) -> dict[str, object]:
+def run_demo(
+    homes_per_population: int = 1,
+    slot_seconds: float = 0.5,
+    hours: float = 24.0,
+    scenario_file: Path = IDRIJA,
+) -> dict[str, Any]:
     """Run the demo day and print a summary; returns the figures.
 
     Args:
-        homes: number of home batteries.
-        slot_seconds: wall-clock seconds per 15-minute slot (1 s: a day in 96 s).
+        homes_per_population: homes taken from each of the scenario's home populations.
+        slot_seconds: wall-clock seconds per 15-minute slot (0.5 s: a day in 48 s).
         hours: simulated hours from midnight.
+        scenario_file: the Idrija scenario file.
     """
+    sites, settings = idrija_sites(scenario_file, homes_per_population=homes_per_population)
+    # A site that misses a gate is logged by the client; the summary counts what it cost.
+    logging.getLogger("service.client").setLevel(logging.ERROR)
+    started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        result = asyncio.run(_demo(homes, slot_seconds, hours, Path(tmp)))
-    print(f"pilot demo: {homes} homes, 1 DSO, {hours:g} h at {slot_seconds} s per slot")
+        result = asyncio.run(_demo(sites, settings, slot_seconds, hours, Path(tmp)))
+    names = ", ".join(f"{s.participant_id}@{s.bus}" for s in sites)
+    print(
+        f"pilot demo: {len(sites)} Idrija sites ({names}) and a stand-in DSO, "
+        f"{hours:g} h of {settings['time']['start']} at {slot_seconds} s per slot "
+        f"({time.monotonic() - started:.0f} s wall time)"
+    )
     for name, value in result.items():
         print(f"  {name}: {dict(value) if isinstance(value, Counter) else value}")
     return result
