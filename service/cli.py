@@ -46,6 +46,9 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, max=64, help="Worker processes sharing the port.")
     ] = 1,
+    keep_alive: Annotated[
+        int, typer.Option(min=1, help="Seconds an idle agent connection is kept open.")
+    ] = 75,
 ) -> None:
     """Run the coordinator's HTTP API with uvicorn until interrupted.
 
@@ -59,9 +62,12 @@ def serve(
     from service.app import create_app
 
     settings = load_config(config)  # fail here, once, on a bad config
+    # Agents poll every few seconds over one connection; uvicorn's default keep-alive (5 s)
+    # would close it between polls and make each agent reconnect.
+    options = {"log_level": "warning", "access_log": False, "timeout_keep_alive": keep_alive}
     if workers == 1:
         application = create_app(db or DEFAULT_DB, config=settings)
-        uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(application, host=host, port=port, **options)  # type: ignore[arg-type]
         return
     os.environ[_ENV_DB] = db or DEFAULT_DB
     os.environ[_ENV_CONFIG] = str(config) if config is not None else ""
@@ -71,8 +77,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        log_level="warning",
-        access_log=False,
+        **options,  # type: ignore[arg-type]
     )
 
 

@@ -52,8 +52,8 @@ def _free_port() -> int:
 class Server:
     """A coordinator subprocess on loopback that can be SIGKILLed and restarted."""
 
-    def __init__(self, url: str, config: Path, log: Path) -> None:
-        self.url, self.config, self.log = url, config, log
+    def __init__(self, url: str, config: Path, log: Path, workers: int = 1) -> None:
+        self.url, self.config, self.log, self.workers = url, config, log, workers
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -81,6 +81,8 @@ class Server:
             str(self.port),
             "--config",
             str(self.config),
+            "--workers",
+            str(self.workers),
         ]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)  # noqa: S603
@@ -102,6 +104,12 @@ class Server:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM: with several workers, the supervisor stops them too)."""
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
 
     async def wait_exit(self, timeout: float) -> int:
         assert self.proc is not None
@@ -146,7 +154,8 @@ async def crash_env(
         yield server, db, keys
     finally:
         if server.proc is not None and server.proc.poll() is None:
-            server.kill()
+            # SIGKILL would orphan the workers of a multi-worker server: stop it instead.
+            server.stop() if server.workers > 1 else server.kill()
         await db.dispose()
 
 
@@ -353,3 +362,29 @@ async def test_crash_between_gate_closure_and_publication(crash_env) -> None:
         again = await s.get(Clearing, round_id)
     assert again is not None and again.cleared_at == clearing.cleared_at  # not re-cleared
     server.kill()
+
+
+async def test_two_workers_clear_each_round_once(crash_env) -> None:
+    """``serve --workers 2``: both processes run the scheduler; the database lets exactly
+    one of them clear each round, and no acknowledged bid is lost."""
+    server, db, keys = crash_env
+    server.workers = 2
+    _ANCHOR[0] = yaml.safe_load(server.config.read_text())["clock"]["anchor_unix_s"]
+    await server.start()
+    await _register(server, keys)
+    acked: list[tuple[str, str, int]] = []
+    stop = asyncio.Event()
+    agents = [
+        asyncio.create_task(_agent(server, pid, key, acked, stop)) for pid, key in keys.items()
+    ]
+
+    async def two_rounds_cleared() -> bool:
+        async with db.read() as s:
+            return int(await s.scalar(select(func.count()).select_from(Clearing)) or 0) >= 2
+
+    await _until(two_rounds_cleared, 60, "two rounds not cleared")
+    stop.set()
+    await asyncio.gather(*agents)
+    await _until(lambda: _rounds_with_bids_cleared(db), 30, "rounds with bids not cleared")
+    assert await _check_invariants(db, acked) >= 2 and len(acked) >= 30
+    server.stop()
