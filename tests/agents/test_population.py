@@ -9,6 +9,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from agents import PRESETS, FlexPopulation, Horizon
+from agents.forecast import standard_normal, standard_normal_reference
 from agents.store import plan_stores
 from market import Direction, FlexRequest
 
@@ -339,3 +340,13 @@ def test_a_sub_population_redecides_exactly_as_its_rows_in_the_whole(winter: Hor
 def test_a_planning_cadence_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="replan_every"):
         FlexPopulation.from_specs(["h"], [1], [PRESETS["home"]], seed=1, replan_every=0)
+
+
+def test_compiled_forecast_noise_is_the_reference_hash_bit_for_bit() -> None:
+    seeds = np.array([0, 1, 2**63 + 5, 2**64 - 1, 123456789], dtype=np.uint64)
+    targets = np.arange(37, 37 + 96)
+    for issued, stream in ((37, 0), (40, 1), (0, 3)):
+        np.testing.assert_array_equal(
+            standard_normal(seeds, targets, issued, stream),
+            standard_normal_reference(seeds, targets, issued, stream),
+        )
