@@ -14,7 +14,6 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.routing import Route
 
 from market import available_rules
 from service.auth import KeyCache
@@ -124,8 +123,6 @@ def create_app(
     )
     app.state.service = state
     install_problem_handlers(app)
-    # The hot path first, as a plain Starlette route (see service/routes/bid_intake.py).
-    app.router.routes.insert(0, Route(bid_intake.PATH, bid_intake.post_bid, methods=["POST"]))
     for module in (market, participants, assets, baselines, meter, reports):
         app.include_router(module.router, prefix=f"/{API_VERSION}")
     fastapi_openapi = app.openapi
@@ -143,4 +140,6 @@ def create_app(
         return {"status": "ok", "now": state.clock.now().isoformat()}
 
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    # Outermost of ours: POST /v1/bids is answered there (see service/routes/bid_intake.py).
+    app.add_middleware(bid_intake.BidIntake, state=state)
     return app

@@ -29,6 +29,11 @@ async def test_health_and_openapi(market) -> None:
         "/v1/assets",
     ):
         assert path in spec["paths"], path
+    post_bid = spec["paths"]["/v1/bids"]["post"]  # served by BidIntake, documented by hand
+    body_schema = post_bid["requestBody"]["content"]["application/json"]["schema"]
+    assert body_schema == {"$ref": "#/components/schemas/Bid"}
+    assert "p_kw" in spec["components"]["schemas"]["Bid"]["properties"]
+    assert {"201", "409", "422"} <= set(post_bid["responses"])
 
 
 async def test_me_answers_each_role(market) -> None:
