@@ -19,6 +19,13 @@ the seller's reservation price, so no award is ever paid less than its ask).
 Stops when every need is met (``converged=True``), when the prices are at the buyers'
 caps and the answers no longer change (no progress is possible), or after ``max_rounds``.
 
+The buyer accepts the answers of the round that left the least need uncovered (summed
+over requests relative to ``dv_r``; the earliest such round on ties, whose prices are
+the lowest for the needs still open; the converged round when there is one), at that
+round's posted prices. Without this, a truthful row that
+over-covers a request drives its price down below the row's ask, the row leaves, and
+while another request keeps the iteration going the run can end in a round without it.
+
 Rationing. A truthful row answers its whole offer once the price meets its ask, so the
 last round's answers can be many times the need (every row below the price answers at
 once: ~3,700 kW for a need of tens of kW on the scale grid). The buyer takes only what it
@@ -178,7 +185,7 @@ def ration(matrix: SensitivityMatrix, x: FloatArray, tolerance: float) -> FloatA
     answering = np.flatnonzero(x > 0.0)
     if answering.size == 0:
         return out
-    best = np.maximum.reduceat(matrix.value, matrix.start[:-1][answering])
+    best = np.maximum.reduceat(matrix.value, matrix.start[:-1])[answering]
     with np.errstate(divide="ignore"):
         cost_per_pu = np.where(best > 0.0, matrix.ask[answering] / best, np.inf)
     order = answering[np.lexsort((answering, matrix.tie_break[answering], cost_per_pu))]
@@ -234,8 +241,8 @@ def iterative_price(
     previous_gap = np.zeros(n_req)
     previous_x: FloatArray | None = None
     x = np.zeros(n_col)
-    gap = matrix.dv_pu.copy()
     rounds, converged = 0, n_req == 0
+    best = (np.inf, x, matrix.column_price(duals), duals)
     while not converged and rounds < settings.max_rounds and n_col > 0:
         pi = matrix.column_price(duals)
         x = _answers(book, matrix, pi, settings.responder, rounds)
@@ -244,6 +251,9 @@ def iterative_price(
             matrix.index, weights=matrix.value * x[column_of_entry], minlength=n_req
         )
         gap = matrix.dv_pu - achieved
+        short = float((np.maximum(gap, 0.0) / matrix.dv_pu).sum())
+        if short < best[0]:
+            best = (short, x, pi, duals)
         if (gap <= settings.tolerance * matrix.dv_pu).all():
             converged = True
             break
@@ -255,8 +265,7 @@ def iterative_price(
             duals, steps, gap, previous_gap, matrix.dv_pu, value, settings.damping
         )
         previous_gap, previous_x = gap, x
-    if rounds == 0:
-        pi = matrix.column_price(duals)
+    _, x, pi, duals = best
     x = ration(matrix, x, settings.tolerance)
     achieved = np.bincount(matrix.index, weights=matrix.value * x[column_of_entry], minlength=n_req)
     gap = matrix.dv_pu - achieved

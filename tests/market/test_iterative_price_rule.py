@@ -205,3 +205,49 @@ def test_an_indivisible_straddling_row_is_taken_whole_and_no_more() -> None:
     assert {a.bid_id: a.p_kw for a in result.awards} == {"far": 4.0, "n0": 10.0}
     support = _support(result, requests, order_book)
     assert 0.01 <= support < 0.01 + 10.0 * 0.001
+
+
+@pytest.mark.parametrize("max_rounds", [10, 20, 30, 50])
+def test_the_round_that_covered_most_is_accepted(max_rounds) -> None:
+    """r1 needs 0.001 pu at bus 1, where only A offers, 10 kW at 0.05 (ten times the need);
+    r2 needs 0.01 pu at bus 2, where B offers 1 kW: r2 is never met, so the iteration runs
+    to ``max_rounds`` while r1's price swings around A's ask (over-covered, it falls below;
+    uncovered, it rises) and A answers in some rounds only. The buyer takes the round that
+    covered most: r1 met by 1 kW of A (at least its ask), B whole; r2 short 0.009 pu."""
+    requests = [
+        request(
+            request_id=f"r{i}",
+            bus=i,
+            p_kw=need / 0.001,
+            dv_required_pu=need,
+            max_price_eur_per_kwh=0.1,
+            sensitivity_pu_per_kw={i: 0.001},
+        )
+        for i, need in ((1, 0.001), (2, 0.01))
+    ]
+    order_book = book([("A", 1, 10.0, 0.05), ("B", 2, 1.0, 0.02)])
+    result = clear("iterative_price", requests, order_book, {"max_rounds": max_rounds})
+    check_invariants(result, requests, order_book)
+    assert (result.converged, result.rounds) == (False, max_rounds)
+    assert {a.bid_id: a.p_kw for a in result.awards} == pytest.approx({"A": 1.0, "B": 1.0})
+    assert result.unserved_dv_pu == pytest.approx({"r1": 0.0, "r2": 0.009})
+
+
+def test_rationing_orders_by_each_columns_own_sensitivity() -> None:
+    """Need 0.01 pu at bus 1 (v = 300 EUR/pu). Round 2 (lambda = 30) posts 0.03 at bus 1,
+    0.3 at bus 2 and 0.06 at bus 3: ``near`` (bus 1, 0.001 pu/kW, ask 0.01: 10 EUR/pu) and
+    ``end`` (bus 3, 0.002 pu/kW, ask 0.016: 8 EUR/pu) answer, ``big`` (bus 2, 0.01 pu/kW,
+    ask 0.5) does not. ``end`` is cheaper per pu: 5 kW of it meet the need, ``near`` gets
+    nothing (``big``'s sensitivity, between them in the matrix, must not count for them)."""
+    req = request(
+        direction="up",
+        p_kw=10.0,
+        dv_required_pu=0.01,
+        max_price_eur_per_kwh=0.3,
+        sensitivity_pu_per_kw={1: 0.001, 2: 0.01, 3: 0.002},
+    )
+    order_book = book([("near", 1, 10.0, 0.01), ("big", 2, 10.0, 0.5), ("end", 3, 10.0, 0.016)])
+    result = clear("iterative_price", [req], order_book)
+    check_invariants(result, [req], order_book)
+    assert (result.converged, result.rounds) == (True, 2)
+    assert by_bid(result) == {"end": pytest.approx((5.0, 0.06))}
