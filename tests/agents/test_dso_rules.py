@@ -2,7 +2,7 @@
 flow (our power flow; tested against pandapower's runpp in tests/grid).
 
 The case: CIGRE LV at a sunny noon (20 % load, 30 kW of PV at every load bus), which puts two
-groups of buses above 1.05 pu, up to 1.080 pu; every load bus offers 40 kW of extra
+groups of buses above 1.05 pu, up to 1.080 pu; every load bus offers 80 kW of extra
 consumption (``down``), asking 0.020, 0.022, ... EUR/kWh in bus order.
 """
 
@@ -32,7 +32,7 @@ def case():
         [f"s{i}" for i in range(n)],
         buses,
         ["down"] * n,
-        [40.0] * n,
+        [80.0] * n,
         0.02 + 0.002 * np.arange(n),
     )
     return network, p, q, book
@@ -45,17 +45,21 @@ def after_delivery(network, p, q, result) -> np.ndarray:
     return powerflow(network, p, q).vm_pu
 
 
-@pytest.mark.parametrize("rule", ["locational", "iterative_price"])
-def test_sensitivity_rules_clear_every_zone(case, rule) -> None:
+@pytest.mark.parametrize(
+    ("rule", "params"), [("locational", {}), ("iterative_price", {"max_rounds": 200})]
+)
+def test_sensitivity_rules_clear_every_zone(case, rule, params) -> None:
     """The sensitivity rules meet each zone's dv at its worst bus by the published row; on
     this radial feeder that keeps every bus of the zone in band too (the module docstring's
-    argument), checked with the power flow after delivery (1 mV for linearisation)."""
+    argument), checked with the power flow after delivery (1 mV for linearisation).
+    ``iterative_price`` needs more than its default 50 rounds here: the last 2 % of a need
+    moves the price by 2 % of a step per round."""
     network, p, q, book = case
     settings = DSOSettings()
     dso = DSOAgent(network, settings)
     requests = dso.requests(dso.assess(p, q), T0, T1, 0)
     assert len(requests) == 2
-    result = clear(rule, requests, book, {})
+    result = clear(rule, requests, book, params)
     assert result.converged
     assert after_delivery(network, p, q, result).max() <= settings.v_max_pu + 1e-3
 
