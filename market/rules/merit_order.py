@@ -12,7 +12,10 @@ per product (P against ``p_kw``, Q against ``q_kvar`` when the request asks for 
 2. Rows are taken cheapest first; ties by row (submission order). Rows asking more than
    the request's maximum price are never taken.
 3. A kW (kvar) counts one-for-one wherever it is delivered: these rules ignore how much a
-   kW at another bus moves the voltage; that is what ``locational`` is for.
+   kW at another bus moves the voltage; that is what ``locational`` is for. The buyer
+   bounds the shortfall through its map: a kW at a bus whose sensitivity is a share f of
+   the map's strongest does f of what ``p_kw`` assumes, so a buyer that lists only buses
+   with f >= 0.3 (the DSO's default ``min_sensitivity_share``) gets at least 30 % of it.
 4. A row is taken whole while it fits in the remaining need; the row that straddles the
    need is taken partially if the part is at least its minimum quantity; otherwise it is
    skipped and the next row that can be accepted is tried.
