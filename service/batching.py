@@ -9,10 +9,16 @@ refused bid adds no row and gets its problem; the others commit together, and on
 their answers released. So every acknowledged bid is durable, and the answers are the same
 as without batching.
 
-Two versions of the same ``(participant, bid_id)`` never share a batch (the later waits for
-the next one), so each bid's checks see exactly the rows committed before it. If the batch
-itself fails to commit (a constraint raced by another process, a lost connection), each of
-its bids is retried alone with :func:`~service.bids.accept_bid`.
+Two versions of the same ``(participant, bid_id)`` never share a batch, nor sit in two
+batches in flight at once (the later waits for the next one), so each bid's checks see
+exactly the rows committed before it. If the batch itself fails to commit (a constraint
+raced by another process, a lost connection), each of its bids is retried alone with
+:func:`~service.bids.accept_bid`.
+
+On PostgreSQL up to ``max_inflight`` batches run at once on separate connections: a batch
+costs several round trips, each of which waits its turn on a busy event loop, and a bid
+arriving just after a batch started would otherwise wait for that whole batch before its
+own. (On SQLite the writes are serialised anyway, so one batch at a time.)
 """
 
 from __future__ import annotations
@@ -60,15 +66,23 @@ class BidBatcher:
         config: the service config (bid checks).
         clock: the time each batch's gate checks use (taken when the batch runs).
         max_batch: most bids per transaction.
+        max_inflight: most batches being stored at once (PostgreSQL; 1 on SQLite).
     """
 
     def __init__(
-        self, db: Database, config: ServiceConfig, clock: Clock, max_batch: int = 256
+        self,
+        db: Database,
+        config: ServiceConfig,
+        clock: Clock,
+        max_batch: int = 256,
+        max_inflight: int = 3,
     ) -> None:
         self.db, self.config, self.clock, self.max_batch = db, config, clock, max_batch
+        self.max_inflight = 1 if db.is_sqlite else max_inflight
         self._pending: deque[_Item] = deque()
+        self._inflight: set[tuple[str, str]] = set()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def submit(self, principal: Principal, bid: MarketBid) -> Accepted:
         """Store one bid (or replay its earlier answer); returns after the commit.
@@ -80,17 +94,22 @@ class BidBatcher:
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         self._pending.append(_Item(principal, bid, body, digest, future))
         self._wake.set()
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="gridbid-bid-batcher")
+        if not self._tasks or any(t.done() for t in self._tasks):
+            for task in self._tasks:
+                task.cancel()
+            self._tasks = [
+                asyncio.create_task(self._run(), name=f"gridbid-bid-batcher-{i}")
+                for i in range(self.max_inflight)
+            ]
         return await future
 
     async def stop(self) -> None:
         """Stop the worker; bids still queued fail (their clients retry)."""
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks = []
         while self._pending:
             item = self._pending.popleft()
             if not item.done.done():
@@ -98,16 +117,22 @@ class BidBatcher:
 
     async def _run(self) -> None:
         while True:
-            if not self._pending:
-                self._wake.clear()
+            batch = self._take() if self._pending else []
+            if not batch:  # nothing queued, or only versions of bids in flight
+                self._wake.clear()  # no await since _take: no wake-up is lost
                 await self._wake.wait()
                 continue
-            batch = self._take()
+            keys = {item.key for item in batch}
+            self._inflight |= keys
             try:
                 await self._store(batch)
             except Exception:  # the batch failed as a whole: retry each bid alone
                 log.debug("batch of %d failed; storing one by one", len(batch), exc_info=True)
                 await self._one_by_one(batch)
+            finally:
+                self._inflight -= keys
+                if self._pending:
+                    self._wake.set()
 
     def _take(self) -> list[_Item]:
         batch: list[_Item] = []
@@ -117,7 +142,7 @@ class BidBatcher:
             item = self._pending.popleft()
             if item.done.done():
                 continue  # the request was cancelled (client went away)
-            if item.key in keys:
+            if item.key in keys or item.key in self._inflight:
                 deferred.append(item)
             else:
                 keys.add(item.key)

@@ -63,6 +63,14 @@ class StoredBid:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class _OwnedAsset:
+    id: str
+    participant_id: str
+    bus: int
+    p_max_kw: float
+
+
 _STORED_COLUMNS = (
     Bid.participant_id,
     Bid.bid_id,
@@ -147,6 +155,9 @@ async def store_bids(
 ) -> list[Accepted | ProblemError]:
     """Check many prepared bids with three queries in all, and add the accepted ones.
 
+    Only the callers' own assets are read: another participant's asset looks exactly like
+    one that does not exist (404), as tenant isolation requires.
+
     No two items may share ``(participant, bid_id)`` (the batcher guarantees it), so each
     item's checks see exactly the rows committed before the batch.
 
@@ -154,27 +165,30 @@ async def store_bids(
         Per item, its :class:`Accepted` (new or replayed) or the problem refusing it.
     """
     pairs = sorted({(i.principal.id, i.bid.bid_id) for i in items})
-    revoked = set(
-        await session.scalars(
-            select(Participant.id).where(
-                Participant.id.in_(sorted({p for p, _ in pairs})),
-                Participant.revoked_at.is_not(None),
-            )
+    principals = sorted({p for p, _ in pairs})
+    # One query for the callers' revocation and their assets: each caller's participant
+    # row, joined to the requested assets it owns (if any).
+    revoked: set[str] = set()
+    assets: dict[str, Any] = {}
+    for row in await session.execute(
+        select(Participant.id, Participant.revoked_at, Asset.id, Asset.bus, Asset.p_max_kw)
+        .outerjoin(
+            Asset,
+            (Asset.participant_id == Participant.id)
+            & Asset.id.in_(sorted({i.bid.asset_id for i in items})),
         )
-    )
+        .where(Participant.id.in_(principals))
+    ):
+        owner, revoked_at, asset_id, bus, p_max_kw = row
+        if revoked_at is not None:
+            revoked.add(owner)
+        if asset_id is not None:
+            assets[asset_id] = _OwnedAsset(asset_id, owner, bus, p_max_kw)
     versions: dict[tuple[str, str], list[StoredBid]] = {}
     for row in await session.execute(
         select(*_STORED_COLUMNS).where(tuple_(Bid.participant_id, Bid.bid_id).in_(pairs))
     ):
         versions.setdefault((row.participant_id, row.bid_id), []).append(StoredBid(*row))
-    assets = {
-        a.id: a
-        for a in await session.execute(
-            select(Asset.id, Asset.participant_id, Asset.bus, Asset.p_max_kw).where(
-                Asset.id.in_(sorted({i.bid.asset_id for i in items}))
-            )
-        )
-    }
     rounds = {
         r.slot_start: r
         for r in await session.execute(
