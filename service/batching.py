@@ -28,13 +28,12 @@ import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
 from market import Bid as MarketBid
 from service.auth import Principal
-from service.bids import Accepted, PreparedBid, accept_bid, prepare_bid, store_bids
+from service.bids import Accepted, PreparedBid, prepare_bid, store_bids, store_prepared
 from service.clock import Clock
 from service.config import ServiceConfig
 from service.db import Database
@@ -47,15 +46,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Item:
-    principal: Principal
-    bid: MarketBid
-    body: dict[str, Any]
-    digest: str
+    prepared: PreparedBid
     done: asyncio.Future[Accepted] = field(repr=False)
 
     @property
     def key(self) -> tuple[str, str]:
-        return (self.principal.id, self.bid.bid_id)
+        return self.prepared.key
 
 
 class BidBatcher:
@@ -90,9 +86,9 @@ class BidBatcher:
         Raises:
             ProblemError: as :func:`~service.bids.accept_bid`.
         """
-        body, digest = prepare_bid(self.config, principal, bid)
+        prepared = prepare_bid(self.config, principal, bid)
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Item(principal, bid, body, digest, future))
+        self._pending.append(_Item(prepared, future))
         self._wake.set()
         if not self._tasks or any(t.done() for t in self._tasks):
             for task in self._tasks:
@@ -154,7 +150,7 @@ class BidBatcher:
         async with self.db.write() as session:
             outcomes = await store_bids(
                 session,
-                [PreparedBid(i.principal, i.bid, i.body, i.digest) for i in batch],
+                [i.prepared for i in batch],
                 self.clock.now(),
             )
         for item, outcome in zip(batch, outcomes, strict=True):
@@ -170,9 +166,7 @@ class BidBatcher:
             if item.done.done():
                 continue
             try:
-                accepted = await accept_bid(
-                    self.db, self.config, item.principal, item.bid, self.clock.now()
-                )
+                accepted = await store_prepared(self.db, item.prepared, self.clock.now())
             except (ProblemError, IntegrityError) as exc:
                 item.done.set_exception(exc)
             except Exception as exc:

@@ -26,8 +26,14 @@ from market import FlexRequest as MarketFlexRequest
 from market import MarketConfig, check_aligned
 from service.auth import Principal
 from service.config import ServiceConfig
-from service.db import Database
-from service.idempotency import Accepted, body_hash, replay_or_conflict
+from service.db import Database, RawJSON
+from service.idempotency import (
+    Accepted,
+    body_hash,
+    canonical_json,
+    digest_of,
+    replay_or_conflict,
+)
 from service.models import Asset, Bid, FlexRequest, Participant, Round
 from service.problems import FieldError, ProblemError
 from service.rounds import OPEN
@@ -41,8 +47,8 @@ __all__ = [
     "body_hash",
     "open_round",
     "prepare_bid",
-    "store_bid",
     "store_bids",
+    "store_prepared",
 ]
 
 _RETRIES = 3
@@ -83,10 +89,25 @@ _STORED_COLUMNS = (
 )
 
 
-def prepare_bid(
-    config: ServiceConfig, principal: Principal, bid: MarketBid
-) -> tuple[dict[str, Any], str]:
-    """The checks that need no database; return the bid's JSON body and its hash.
+@dataclass(frozen=True)
+class PreparedBid:
+    """A bid that passed the database-free checks, with its JSON body, that body's canonical
+    serialisation (stored as is, so it is serialised once) and its hash."""
+
+    principal: Principal
+    bid: MarketBid
+    body: dict[str, Any]
+    body_json: str
+    digest: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """``(participant, bid_id)``: the bid's identity across its versions."""
+        return (self.principal.id, self.bid.bid_id)
+
+
+def prepare_bid(config: ServiceConfig, principal: Principal, bid: MarketBid) -> PreparedBid:
+    """The checks that need no database.
 
     Raises:
         ProblemError: 422 for interval, slot or seller problems.
@@ -97,7 +118,8 @@ def prepare_bid(
             422, "Invalid bid", "seller_id", "must be your own participant id", bid.seller_id
         )
     body = bid.model_dump(mode="json")
-    return body, body_hash(body)
+    body_json = canonical_json(body)
+    return PreparedBid(principal, bid, body, body_json, digest_of(body_json))
 
 
 async def accept_bid(
@@ -109,45 +131,26 @@ async def accept_bid(
         ProblemError: 404 unknown/foreign asset, 409 replay conflict / stale version / gate
             closed, 422 seller, bus, rating, interval or slot problems.
     """
-    body, digest = prepare_bid(config, principal, bid)
+    return await store_prepared(db, prepare_bid(config, principal, bid), now)
+
+
+async def store_prepared(db: Database, prepared: PreparedBid, now: datetime) -> Accepted:
+    """Store one prepared bid in its own transaction (retried on a raced constraint).
+
+    Raises:
+        ProblemError: as :func:`accept_bid`.
+    """
     for attempt in range(_RETRIES):
         try:
             async with db.write() as session:
-                return await store_bid(session, config, principal, bid, body, digest, now)
+                (outcome,) = await store_bids(session, [prepared], now)
+            if isinstance(outcome, ProblemError):
+                raise outcome
+            return outcome
         except IntegrityError:
             if attempt == _RETRIES - 1:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-@dataclass(frozen=True)
-class PreparedBid:
-    """A bid that passed the database-free checks, with its JSON body and hash."""
-
-    principal: Principal
-    bid: MarketBid
-    body: dict[str, Any]
-    digest: str
-
-
-async def store_bid(
-    session: AsyncSession,
-    config: ServiceConfig,
-    principal: Principal,
-    bid: MarketBid,
-    body: dict[str, Any],
-    digest: str,
-    now: datetime,
-) -> Accepted:
-    """Check a prepared bid against the database and add it to ``session`` (flushed).
-
-    Raises:
-        ProblemError: as :func:`accept_bid`; nothing is added then.
-    """
-    (outcome,) = await store_bids(session, [PreparedBid(principal, bid, body, digest)], now)
-    if isinstance(outcome, ProblemError):
-        raise outcome
-    return outcome
 
 
 async def store_bids(
@@ -164,13 +167,14 @@ async def store_bids(
     Returns:
         Per item, its :class:`Accepted` (new or replayed) or the problem refusing it.
     """
+    conn = await session.connection()  # Core statements: no ORM work per row
     pairs = sorted({(i.principal.id, i.bid.bid_id) for i in items})
     principals = sorted({p for p, _ in pairs})
     # One query for the callers' revocation and their assets: each caller's participant
     # row, joined to the requested assets it owns (if any).
     revoked: set[str] = set()
     assets: dict[str, Any] = {}
-    for row in await session.execute(
+    for row in await conn.execute(
         select(Participant.id, Participant.revoked_at, Asset.id, Asset.bus, Asset.p_max_kw)
         .outerjoin(
             Asset,
@@ -185,13 +189,13 @@ async def store_bids(
         if asset_id is not None:
             assets[asset_id] = _OwnedAsset(asset_id, owner, bus, p_max_kw)
     versions: dict[tuple[str, str], list[StoredBid]] = {}
-    for row in await session.execute(
+    for row in await conn.execute(
         select(*_STORED_COLUMNS).where(tuple_(Bid.participant_id, Bid.bid_id).in_(pairs))
     ):
         versions.setdefault((row.participant_id, row.bid_id), []).append(StoredBid(*row))
     rounds = {
         r.slot_start: r
-        for r in await session.execute(
+        for r in await conn.execute(
             select(Round.id, Round.slot_start, Round.status, Round.gate_closure)
             .where(Round.slot_start.in_(sorted({i.bid.t_start for i in items})))
             .with_for_update(read=True)
@@ -214,10 +218,10 @@ async def store_bids(
             outcomes.append(problem)
             continue
         if outcome.created:
-            new_rows.append(outcome.row.__dict__)
+            new_rows.append(outcome.row.__dict__ | {"body": RawJSON(item.body_json)})
         outcomes.append(outcome)
     if new_rows:  # one multi-row Core INSERT, without the ORM's per-row bookkeeping
-        await (await session.connection()).execute(insert(Bid.__table__), new_rows)
+        await conn.execute(insert(Bid.__table__), new_rows)
     return outcomes
 
 

@@ -13,6 +13,7 @@ the same behaviour:
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,10 +30,20 @@ from sqlalchemy.ext.asyncio import (
 
 from service.models import Base
 
-__all__ = ["Database", "default_sqlite_url"]
+__all__ = ["Database", "RawJSON", "default_sqlite_url"]
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _WRITE = "gridbid_write"
+
+
+class RawJSON(str):
+    """A JSON column value that is already serialised: stored as is, not encoded again."""
+
+    __slots__ = ()
+
+
+def _json_serializer(value: Any) -> str:
+    return value if isinstance(value, RawJSON) else json.dumps(value)
 
 
 def default_sqlite_url(path: str = "gridbid.sqlite") -> str:
@@ -55,7 +66,7 @@ class Database:
         self.url = url
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self.schema = schema
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"json_serializer": _json_serializer}
         if self.is_sqlite:
             if schema is not None:
                 raise ValueError("schema is only supported on PostgreSQL")

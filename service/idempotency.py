@@ -16,7 +16,7 @@ from typing import Any
 
 from service.problems import ProblemError
 
-__all__ = ["Accepted", "body_hash", "replay_or_conflict"]
+__all__ = ["Accepted", "body_hash", "canonical_json", "digest_of", "replay_or_conflict"]
 
 
 @dataclass(frozen=True)
@@ -27,10 +27,19 @@ class Accepted:
     created: bool
 
 
+def canonical_json(body: dict[str, Any]) -> str:
+    """A body's canonical JSON: sorted keys, no whitespace, no NaN."""
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def digest_of(canonical: str) -> str:
+    """Hex SHA-256 of a canonical JSON text."""
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def body_hash(body: dict[str, Any]) -> str:
     """SHA-256 of a body's canonical JSON (sorted keys, no whitespace)."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return digest_of(canonical_json(body))
 
 
 def replay_or_conflict(
