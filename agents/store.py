@@ -294,27 +294,41 @@ def _backward(
             step = levels[i, 1] - levels[i, 0] if k_row > 1 else 1.0
             gain_lo = pmin * eta_in[i, t] * dt_h if pmin >= 0 else pmin / eta_out[i] * dt_h
             gain_hi = pmax * eta_in[i, t] * dt_h if pmax >= 0 else pmax / eta_out[i] * dt_h
+            # Per-slot constants, hoisted out of the (level, target) loops.
+            ret = retention[i]
+            drain_t = drain[i, t]
+            in_scale = eta_in[i, t] * dt_h
+            out_scale = eta_out[i] / dt_h
+            other_t = other_kw[i, t]
+            buy = import_price[i, t] * dt_h
+            sell = export_price[i, t] * dt_h
+            wear_t = wear[i] * dt_h
+            off_next = offset[i, t + 1]
+            may_spill = spill[i]
             for k in range(k_row):
                 e = levels[i, k] + offset[i, t]
                 best = np.inf
                 best_j = 0
                 # Only targets the power limits can reach (levels are evenly spaced); one
                 # level of slack on each side, the exact checks below decide.
-                passive = retention[i] * e - drain[i, t]
+                passive = ret * e - drain_t
                 j_lo = 0
-                if not spill[i] and step > 0:
+                if not may_spill and step > 0:
                     j_lo = max(0, int(np.floor((passive + gain_lo - base) / step)) - 1)
                 j_hi = k_row - 1
                 if step > 0:
                     j_hi = min(k_row - 1, int(np.ceil((passive + gain_hi - base) / step)) + 1)
                 for j in range(j_lo, j_hi + 1):
-                    target = levels[i, j] + offset[i, t + 1]
-                    if target < lo or target > hi or not np.isfinite(value[j]):
+                    v_j = value[j]
+                    if v_j == np.inf:
                         continue
-                    delta = target - retention[i] * e + drain[i, t]
-                    p = delta / (eta_in[i, t] * dt_h) if delta >= 0 else delta * eta_out[i] / dt_h
+                    target = levels[i, j] + off_next
+                    if target < lo or target > hi:
+                        continue
+                    delta = target - ret * e + drain_t
+                    p = delta / in_scale if delta >= 0 else delta * out_scale
                     if p < pmin:
-                        if spill[i]:
+                        if may_spill:
                             p = pmin
                         elif p < pmin - _TOL:
                             continue
@@ -324,12 +338,9 @@ def _backward(
                         if p > pmax + _TOL:
                             continue
                         p = pmax
-                    net = other_kw[i, t] + p
-                    if net >= 0:
-                        cost = net * import_price[i, t] * dt_h
-                    else:
-                        cost = net * export_price[i, t] * dt_h
-                    cost += wear[i] * abs(p) * dt_h + value[j]
+                    net = other_t + p
+                    cost = net * buy if net >= 0 else net * sell
+                    cost += wear_t * abs(p) + v_j
                     if cost < best:
                         best = cost
                         best_j = j
