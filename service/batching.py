@@ -90,12 +90,13 @@ class BidBatcher:
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         self._pending.append(_Item(prepared, future))
         self._wake.set()
-        if not self._tasks or any(t.done() for t in self._tasks):
-            for task in self._tasks:
-                task.cancel()
-            self._tasks = [
-                asyncio.create_task(self._run(), name=f"gridbid-bid-batcher-{i}")
-                for i in range(self.max_inflight)
+        if len(self._tasks) < self.max_inflight or any(t.done() for t in self._tasks):
+            # Start the workers on first use; replace any that ended (never a live one:
+            # cancelling a worker mid-batch would leave its bids unanswered).
+            live = [t for t in self._tasks if not t.done()]
+            self._tasks = live + [
+                asyncio.create_task(self._run(), name="gridbid-bid-batcher")
+                for _ in range(self.max_inflight - len(live))
             ]
         return await future
 

@@ -206,7 +206,9 @@ async def store_bids(
     for item in items:
         try:
             if item.principal.id in revoked:
-                raise ProblemError(401, "Unauthorized", "revoked API key")
+                raise ProblemError(
+                    401, "Unauthorized", "revoked API key", headers={"WWW-Authenticate": "Bearer"}
+                )
             outcome = _decide(
                 item,
                 versions.get((item.principal.id, item.bid.bid_id), []),

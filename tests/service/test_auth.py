@@ -8,10 +8,17 @@ settlements only of its own requests.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-from svc_helpers import bid_body, request_body, slot_start
+import httpx
+from svc_helpers import bid_body, make_config, request_body, slot_start
+
+from service import create_app
 
 ALL = {"operator", "dso", "observer", "prosumer"}
 
@@ -164,3 +171,48 @@ async def test_tenant_isolation_own_versus_foreign(market) -> None:
         assert (await dso2.client.get(path)).json() == [], path
     bob_alerts = {a["kind"] for a in (await bob.get("/v1/alerts")).json()}
     assert bob_alerts == {"implausible_reading", "non_delivery"}
+
+
+@asynccontextmanager
+async def _other_worker(market, db_target, poll_s: float) -> AsyncIterator[httpx.AsyncClient]:
+    """A second app on the same database (another worker process), as alice."""
+    other = create_app(
+        db_target.url,
+        clock=market.clock,
+        config=make_config(revocation_poll_seconds=poll_s),
+        db_schema=db_target.schema,
+        run_scheduler=False,
+    )
+    async with (
+        other.router.lifespan_context(other),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=other),
+            base_url="http://test",
+            headers=market.parties["alice"].headers,
+        ) as client,
+    ):
+        assert (await client.get("/v1/me")).status_code == 200  # key now cached there
+        yield client
+
+
+async def test_revoked_key_cached_elsewhere_cannot_store_a_bid(market, db_target) -> None:
+    """The other worker will not look for revocations for an hour and has alice's key
+    cached; after the operator revokes her through the first, her bid there is refused
+    inside its own transaction (401) and nothing is stored."""
+    async with _other_worker(market, db_target, poll_s=3600) as client:
+        r = await market.parties["op"].client.post("/v1/participants/alice/revoke")
+        assert r.status_code == 200
+        before = await market.counts()
+        late = await client.post("/v1/bids", json=bid_body(bid_id="after-revoke"))
+        assert late.status_code == 401 and late.headers["www-authenticate"] == "Bearer"
+        assert await market.counts() == before
+
+
+async def test_revocation_reaches_other_workers_within_the_poll(market, db_target) -> None:
+    async with _other_worker(market, db_target, poll_s=0.1) as client:
+        r = await market.parties["op"].client.post("/v1/participants/alice/revoke")
+        assert r.status_code == 200
+        deadline = time.monotonic() + 5
+        while (await client.get("/v1/me")).status_code != 401:
+            assert time.monotonic() < deadline, "revocation not seen by the other worker"
+            await asyncio.sleep(0.05)
