@@ -126,6 +126,14 @@ def noisy_forecast(
     including the first: the delivery slot is still a forecast when the agent bids.
     """
     n, h = truth.shape
-    eps = standard_normal(seeds, np.arange(first_slot, first_slot + h), first_slot, stream)
-    sigma = np.broadcast_to(np.asarray(sigma, dtype=float).reshape(-1, 1), (n, 1))
-    return np.clip(truth * (1.0 + sigma * eps), 0.0, None)
+    sigma = np.broadcast_to(np.asarray(sigma, dtype=float).reshape(-1), (n,))
+    # Noise only where it changes something: a row with no PV (truth 0) or no error keeps
+    # its truth, and each row's noise does not depend on which other rows are drawn.
+    rows = np.flatnonzero((sigma != 0.0) & (truth != 0.0).any(axis=1))
+    forecast = np.array(truth, dtype=float, copy=True)
+    if len(rows):
+        eps = standard_normal(
+            np.asarray(seeds)[rows], np.arange(first_slot, first_slot + h), first_slot, stream
+        )
+        forecast[rows] = truth[rows] * (1.0 + sigma[rows, None] * eps)
+    return np.clip(forecast, 0.0, None)

@@ -9,7 +9,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from agents import PRESETS, FlexPopulation, Horizon
-from agents.forecast import standard_normal, standard_normal_reference
+from agents.forecast import noisy_forecast, standard_normal, standard_normal_reference
 from agents.store import plan_stores
 from market import Direction, FlexRequest
 
@@ -350,3 +350,21 @@ def test_compiled_forecast_noise_is_the_reference_hash_bit_for_bit() -> None:
             standard_normal(seeds, targets, issued, stream),
             standard_normal_reference(seeds, targets, issued, stream),
         )
+
+
+def test_forecast_noise_of_a_row_does_not_depend_on_the_rows_skipped() -> None:
+    """Rows without PV (truth 0) or without error are not drawn; the others get exactly the
+    noise they would get in a population of one."""
+    rng = np.random.default_rng(4)
+    truth = rng.uniform(0.5, 2.0, (6, 10))
+    truth[[1, 4]] = 0.0
+    sigma = np.array([0.1, 0.1, 0.0, 0.2, 0.1, 0.1])
+    seeds = np.arange(6, dtype=np.uint64) * 977
+    both = noisy_forecast(truth, sigma, seeds, 12, 1)
+    for row in range(6):
+        one = slice(row, row + 1)
+        alone = noisy_forecast(truth[one], sigma[one], seeds[one], 12, 1)
+        np.testing.assert_array_equal(both[row], alone[0])
+    np.testing.assert_array_equal(both[[1, 2, 4]], truth[[1, 2, 4]])
+    eps = standard_normal_reference(seeds[[0]], np.arange(12, 22), 12, 1)
+    np.testing.assert_array_equal(both[0], np.clip(truth[0] * (1 + 0.1 * eps[0]), 0, None))
