@@ -13,6 +13,13 @@ Every run gets a freshly built book (book building is timed separately), so the 
 order and bus index caches are cold, as in a simulator round with new bids.
 Targets (issue 4): pay-as-clear 1,000,000 bids <= 1 s; locational 10,000 bids over 100
 violated buses <= 1 s.
+
+``--grid-need`` adds the DSO's request building (the round's "grid need" phase after its
+power flow) on ``configs/scale_mvlv.yaml`` (9,104 buses, ~11.5k agents), rounds 44.. of
+its day, where PV lifts whole LV grids above 1.05 pu: ``DSOAgent.requests`` with one
+request per zone (the default) against the peer ``request_per="bus"`` (one request, one
+sensitivity row and one map per violated bus, as the DSO did before zones), on the same
+assessments. Building the scenario takes ~15 s and is not timed.
 """
 
 from __future__ import annotations
@@ -178,14 +185,60 @@ def bench_locational(repeat: int) -> None:
     )
 
 
+def bench_grid_need(repeat: int, rounds: int) -> None:
+    """DSO requests on the scale grid: zones against one request per violated bus."""
+    from pathlib import Path
+
+    from agents import DSOAgent
+    from sim.build import build
+    from sim.engine import RoundEngine
+    from sim.scenario import load_scenario
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "scale_mvlv.yaml"
+    setup = build(load_scenario(config, "base"))
+    engine = RoundEngine(setup, market=True)
+    engine.round = 44
+    seen = []
+    publish = engine.dso.requests
+
+    def spy(assessment, t_start, t_end, round_id):  # type: ignore[no-untyped-def]
+        seen.append((assessment, t_start, t_end, round_id))
+        return publish(assessment, t_start, t_end, round_id)
+
+    engine.dso.requests = spy  # type: ignore[method-assign]
+    phase = [engine.step().phase_s["grid_need"] for _ in range(rounds)]
+    print(f"grid need phase in the engine (power flow + zone requests): {_median(phase)}")
+    settings = engine.dso.settings
+    for mode in ("zone", "bus"):
+        dso = DSOAgent(setup.network, settings.model_copy(update={"request_per": mode}))
+        samples, counts, kw = [], [], []
+        for assessment, t_start, t_end, k in seen:
+            for _ in range(repeat):
+                t = time.perf_counter()
+                requests = dso.requests(assessment, t_start, t_end, k)
+                samples.append(time.perf_counter() - t)
+            counts.append(len(requests))
+            kw.append(sum(r.p_kw for r in requests))
+        violated = [len(a.over_bus_ids) + len(a.under_bus_ids) for a, *_ in seen]
+        label = "zones" if mode == "zone" else "peer: one request per violated bus"
+        print(
+            f"{label:<36} {_median(samples)}  violated buses {violated}, requests {counts}, "
+            f"sum p_kw {[round(x) for x in kw]}"
+        )
+
+
 def main() -> None:
-    """Parse ``--repeat`` and run both benchmarks."""
+    """Parse ``--repeat`` (and ``--grid-need``) and run the benchmarks."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--grid-need", action="store_true", help="also time the DSO's requests")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of the grid-need bench")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     bench_pay_as_clear(args.repeat)
     bench_locational(args.repeat)
+    if args.grid_need:
+        bench_grid_need(args.repeat, args.rounds)
     print(f"load average after:  {os.getloadavg()[0]:.2f}")
 
 
