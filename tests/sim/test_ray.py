@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,10 @@ def test_compare_two_rules_two_seeds_writes_the_table(ray_instance, tmp_path: Pa
     assert (out / "comparison_violation_minutes.png").stat().st_size > 0
 
 
+_RAY_CURRENT_CLUSTER = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+"""Where a local ``ray.init()`` looks for a running cluster to join."""
+
+
 def _free_port() -> int:
     import socket
 
@@ -212,16 +217,20 @@ def test_run_connects_to_an_existing_cluster(tmp_path: Path) -> None:
     """`gridbid run --backend ray --address` on a one-node cluster started with `ray start`
     (token authentication on, as Ray starts clusters by default): the run completes on the
     cluster's workers, and without the token mode it fails with the hint, not a traceback."""
+    import shutil
     import subprocess
     import sys
     import time
 
     bin_dir = Path(sys.executable).parent
     port = _free_port()
+    # Its own temp dir (short: Ray's socket paths must fit 107 bytes), so the head's
+    # "current cluster" file does not send later local ray.init() calls to a dead cluster.
+    temp_dir = tempfile.mkdtemp(prefix="gbray")
     env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     head = subprocess.Popen(  # noqa: S603 - our own venv's ray CLI
         [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-         "--include-dashboard=false", "--disable-usage-stats"],
+         f"--temp-dir={temp_dir}", "--include-dashboard=false", "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -256,3 +265,16 @@ def test_run_connects_to_an_existing_cluster(tmp_path: Path) -> None:
     finally:
         head.terminate()
         head.wait(timeout=60)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not _RAY_CURRENT_CLUSTER.exists() or _current_cluster_alive()
+
+
+def _current_cluster_alive() -> bool:
+    """Whether the cluster named in Ray's default "current cluster" file still answers."""
+    import socket
+
+    text = _RAY_CURRENT_CLUSTER.read_text().split()[0]
+    host, port = text.rsplit(":", 1)
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((host, int(port))) == 0
