@@ -19,7 +19,8 @@ Metrics of a run (market case; ``no_control`` and ``optimum`` are its yardsticks
 * ``agents_surplus_eur``: the sellers' revenue minus their own cost of what they delivered,
   summed; and its spread over agents, ``surplus_std_eur`` (fairness: standard deviation of
   each agent's revenue minus flexibility cost);
-* ``messages`` (requests + bids + awards), ``clearing_rounds``, ``wall_time_s``.
+* ``messages`` (requests + bids + awards), ``requests`` (the DSO's), ``clearing_rounds``,
+  ``wall_time_s``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from scipy import stats
 
+from agents import DSOSettings
 from market import available_rules, clear
 from market.book import OrderBook
 from sim.scenario import Scenario, ScenarioError, load_scenario
@@ -62,6 +64,7 @@ METRICS = (
     "agents_surplus_eur",
     "surplus_std_eur",
     "messages",
+    "requests",
     "clearing_rounds",
     "wall_time_s",
 )
@@ -83,16 +86,25 @@ class ScenarioRef(_Strict):
 
 
 class RuleVariant(_Strict):
-    """A rule, its fixed ``params``, and a ``grid`` of parameter values to sweep."""
+    """A rule, its fixed ``params``, a ``grid`` of parameter values to sweep, and ``dso``:
+    DSO settings that differ for this rule (how the buyer states its need is part of the
+    market design, e.g. ``request_per: bus`` for the sensitivity-based rules)."""
 
     rule: str
     params: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
+    dso: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _known(self) -> Self:
         if self.rule not in available_rules():
             raise ValueError(f"rule: unknown {self.rule!r}; known: {sorted(available_rules())}")
+        try:
+            DSOSettings.model_validate(self.dso)
+        except ValidationError as error:
+            first = error.errors()[0]
+            key = ".".join(str(part) for part in first["loc"])
+            raise ValueError(f"dso.{key}: {first['msg']}") from None
         overlap = sorted(set(self.params) & set(self.grid))
         if overlap:
             raise ValueError(f"grid: {overlap} also fixed in params")
@@ -174,6 +186,8 @@ def expand_jobs(
             label = variant.rule + (
                 "[" + ",".join(f"{k}={params[k]}" for k in sorted(params)) + "]" if params else ""
             )
+            if variant.dso:
+                label += "{" + ",".join(f"{k}={variant.dso[k]}" for k in sorted(variant.dso)) + "}"
             for i in range(seeds or comparison.seeds):
                 seed = comparison.seed_start + i
                 jobs.append(
@@ -186,6 +200,7 @@ def expand_jobs(
                             "market": {"rule": variant.rule, "params": params},
                             "seed": seed,
                         },
+                        "dso": dict(variant.dso),
                     }
                 )
     return jobs
@@ -209,6 +224,7 @@ def run_metrics(scenario: Scenario, out: Path) -> dict[str, Any]:
         "agents_surplus_eur": comparison.get("sellers_surplus_eur"),
         "surplus_std_eur": np.nan,
         "messages": market["messages"],
+        "requests": market["requests"],
         "clearing_rounds": np.nan,
         "wall_time_s": wall,
     }
@@ -323,6 +339,9 @@ def run_comparison(
 
     comparison, scenario = load_comparison(path, scenario_name)
     jobs = expand_jobs(comparison, rules, seeds)
+    for job in jobs:  # a variant's DSO settings are merged over the scenario's
+        if job["dso"]:
+            job["update"]["dso"] = {**scenario.dso.model_dump(), **job["dso"]}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[int, dict[str, Any]] = {}

@@ -171,7 +171,7 @@ def test_compare_two_rules_two_seeds_writes_the_table(ray_instance, tmp_path: Pa
     config = tmp_path / "compare.yaml"
     config.write_text(
         f"scenario: {{file: {CONFIGS / 'idrija.yaml'}, name: tiny}}\n"
-        "rules: [{rule: pay_as_bid}, {rule: pay_as_clear}]\n"
+        "rules: [{rule: pay_as_bid, dso: {request_per: zone}}, {rule: pay_as_clear}]\n"
         "seeds: 2\n"
         "yardsticks: [no_control]\n"
     )
@@ -187,13 +187,18 @@ def test_compare_two_rules_two_seeds_writes_the_table(ray_instance, tmp_path: Pa
     assert runs["messages"].gt(0).all()
     for metric in ("welfare_gain_eur", "agents_surplus_eur", "surplus_std_eur", "dso_cost_eur"):
         assert runs[metric].notna().all(), metric
+    labels = {"pay_as_bid": "pay_as_bid{request_per=zone}", "pay_as_clear": "pay_as_clear"}
     for kind in ("mean", "ci_low", "ci_high"):
-        assert sorted(stored.loc[stored["kind"] == kind, "label"]) == [
-            "pay_as_bid", "pay_as_clear"]
+        assert sorted(stored.loc[stored["kind"] == kind, "label"]) == sorted(labels.values())
     means = stored[stored["kind"] == "mean"].set_index("label")
-    for rule in ("pay_as_bid", "pay_as_clear"):
-        assert means.at[rule, "messages"] == pytest.approx(
+    for rule, label in labels.items():
+        assert means.at[label, "messages"] == pytest.approx(
             runs.loc[runs["rule"] == rule, "messages"].mean())
+    # The zone override reached the runs: pay_as_bid's DSO asked per zone, so never more
+    # requests than pay_as_clear's per-bus DSO in the same seed.
+    for seed in (0, 1):
+        one = runs[runs["seed"] == seed].set_index("rule")
+        assert one.at["pay_as_bid", "requests"] <= one.at["pay_as_clear", "requests"]
     assert len(table) == len(stored)
     page = (out / "comparison.html").read_text()
     assert "comparison_dso_cost_eur.png" in page
