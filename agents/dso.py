@@ -10,8 +10,12 @@ grouped into zones: two violated buses are in the same zone when a line joins th
 chain of lines through violated buses does (buses fused by closed bus-bus switches count
 as one). Transformers bound zones, so each LV grid behind its MV/LV transformer has its
 own zones, and two feeders whose common bus bar is in band give two zones. Buses held by
-an external grid are left out: no flexibility moves their voltage. Each zone and direction
-gets ONE request, placed at the zone's worst bus ``w`` (largest distance outside the band):
+an external grid are left out: no flexibility moves their voltage. A bus that kW at the
+zone's worst bus would bring into band only with more than ``_COUPLING`` (2) times the kW
+the worst bus needs itself (a bus near the transformer, or on another branch, weakly moved
+by the feeder end) is split off into a zone of its own, with its own worst bus; so no
+request asks for much more than its worst bus's own need. Each zone and direction gets ONE
+request, placed at the zone's worst bus ``w`` (largest distance outside the band):
 
 * direction: ``down`` (more consumption / less injection) for overvoltage, ``up`` for
   undervoltage;
