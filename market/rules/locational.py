@@ -45,6 +45,10 @@ switched-on row accepted at its minimum may be paid its ask above the dual (make
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -89,8 +93,41 @@ class LocationalParams(RuleParams):
     time_limit_s: float = 60.0
 
 
+_BANNER_LOCK = threading.Lock()
+_banner_done = False
+
+
+def _silent_highs() -> highspy.Highs:
+    """A HiGHS instance; the process's first one is made with stdout sent to /dev/null.
+
+    HiGHS writes its copyright banner to the C stdout once per process, when the first
+    instance is constructed, before any option (``output_flag``) can be set; a rule called
+    every market round must not write to the user's terminal (or over a progress bar).
+    The first construction therefore runs with file descriptor 1 pointed at /dev/null and
+    C's buffers flushed before it is restored; later instances print nothing.
+    """
+    global _banner_done
+    with _BANNER_LOCK:
+        if _banner_done:
+            return highspy.Highs()
+        sys.stdout.flush()
+        saved = os.dup(1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 1)
+            highs = highspy.Highs()
+            highs.setOptionValue("output_flag", False)
+            ctypes.CDLL(None).fflush(None)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            os.close(devnull)
+        _banner_done = True
+        return highs
+
+
 def _new_highs(params: LocationalParams) -> highspy.Highs:
-    highs = highspy.Highs()
+    highs = _silent_highs()
     highs.setOptionValue("output_flag", False)
     highs.setOptionValue("solver", params.solver)
     highs.setOptionValue("mip_rel_gap", params.mip_rel_gap)

@@ -188,3 +188,28 @@ def test_indivisible_bid_among_free_ones_found_by_hypothesis() -> None:
     check_invariants(result, requests, order_book)
     got = {a.bid_id: a.p_kw for a in result.awards if order_book.price_eur_per_kwh[a.book_row]}
     assert got == pytest.approx({"b7": 4.5, "b8": 0.5})
+
+
+def test_clearing_writes_nothing_to_stdout() -> None:
+    """HiGHS prints a banner on the C stdout when a process makes its first instance; the
+    rule makes that one with stdout silenced (a fresh process, output captured at the file
+    descriptor, so the C-level write would show)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    code = (
+        "from market_helpers import book, request\n"
+        "from market import clear\n"
+        "rows = [('a', 1, 5.0, 0.10), ('b', 2, 5.0, 0.05)]\n"
+        "req = request(p_kw=8.0, sensitivity_pu_per_kw={1: 0.002, 2: 0.001})\n"
+        "for _ in range(2):\n"
+        "    assert clear('locational', [req], book(rows)).awards\n"
+        "print('cleared')\n"
+    )
+    done = subprocess.run(  # noqa: S603 - this interpreter, our own code
+        [sys.executable, "-c", code], cwd=here, capture_output=True, text=True, timeout=120,
+        check=True,
+    )
+    assert done.stdout == "cleared\n"
