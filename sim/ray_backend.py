@@ -88,8 +88,7 @@ def ray_session(
         yield ray.cluster_resources()
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if not verbose:
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    # Not RAY_BACKEND_LOG_LEVEL: Ray's core prints a line to stderr saying it read it.
     address = address or os.environ.get("RAY_ADDRESS") or None
     quiet = {
         "logging_level": logging.INFO if verbose else logging.ERROR,

@@ -261,6 +261,11 @@ def test_run_connects_to_an_existing_cluster(tmp_path: Path) -> None:
                 break
             time.sleep(2)
         assert done.returncode == 0, done.stderr[-2000:]
+        ray_lines = [
+            line for line in done.stderr.splitlines()
+            if "logging.cc" in line or " INFO " in line or " WARNING " in line
+        ]
+        assert not ray_lines, ray_lines[:5]  # Ray's own logs stay off the terminal
         summary = json.loads((tmp_path / "out" / "summary.json").read_text())
         assert summary["rounds"] > 0 and "market" in summary["cases"]
         refused = subprocess.run(cmd, env=env | {"RAY_AUTH_MODE": "disabled"},  # noqa: S603
