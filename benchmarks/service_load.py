@@ -70,6 +70,7 @@ class Stats:
     """What the agents saw."""
 
     latencies_s: list[float] = field(default_factory=list)
+    send_lag_s: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     acked: list[tuple[str, str]] = field(default_factory=list)
 
@@ -187,6 +188,7 @@ async def _agent(
                     await asyncio.sleep(wait)
                 if time.monotonic() >= until:
                     break
+                stats.send_lag_s.append(time.perf_counter() - due)
             else:
                 due = time.perf_counter()
             n += 1
@@ -384,6 +386,9 @@ async def run_backend(
         "errors": sum(stats.errors.values()),
         "error_kinds": stats.errors,
         "lost": lost,
+        "send_lag_p99_ms": (
+            float(np.percentile(stats.send_lag_s, 99)) * 1e3 if stats.send_lag_s else None
+        ),
         "peer_health_req_per_s": peer[0],
         "peer_p50_ms": peer[1] * 1e3,
         "peer_p99_ms": peer[2] * 1e3,
@@ -402,6 +407,11 @@ def _print(row: dict[str, Any]) -> None:
         f"{row['peer_health_req_per_s']:.0f} req/s, "
         f"p50 {row['peer_p50_ms']:.1f} ms, p99 {row['peer_p99_ms']:.1f} ms"
     )
+    if row["send_lag_p99_ms"] is not None:
+        print(
+            f"{'':>12}generator: p99 {row['send_lag_p99_ms']:.1f} ms between a bid falling due "
+            "and its send (included in the latencies above)"
+        )
     if row["error_kinds"]:
         print(f"{'':>12}error kinds: {row['error_kinds']}")
 
