@@ -44,6 +44,15 @@ def scale(rounds: int | None) -> None:
     print(f"  market loop:                      {loop:8.1f} s  ({loop / n:.2f} s per round)")
     for name, seconds in phases.items():
         print(f"    {name:<11} {seconds:8.2f} s  {100 * seconds / loop:5.1f} %")
+    band = scenario.dso
+    outside = sum(
+        int(((r.vm_pu > band.v_max_pu) | (r.vm_pu < band.v_min_pu)).sum()) for r in engine.records
+    )
+    print(f"  outcome: {outside * scenario.time.slot_minutes} violation bus-minutes after "
+          f"delivery, DSO cost {sum(r.dso_cost_eur for r in engine.records):.2f} EUR, "
+          f"{sum(r.n_requests for r in engine.records)} requests, "
+          f"{sum(r.n_awards for r in engine.records)} awards (rule {scenario.market.rule}, "
+          f"re-planning every {scenario.time.replan_every_slots} slots)")
     if n < setup.n_rounds:
         print(f"  one day extrapolated: {loop / n * setup.n_rounds:8.1f} s (target <= 60 s)")
     else:
