@@ -219,7 +219,14 @@ async def _demo(
             horizon_slots=32,
         )
         async with AgentClient(base, keys[site.participant_id], timeout_s=30.0) as client:
-            await client.run(agent, until=until, poll_s=slot_seconds / 2, bid_before_gate_s=20 * 60)
+            # Half an hour past the day, to meter its last slots (it also bids in the
+            # rounds that open meanwhile; the summary counts the day's rounds only).
+            await client.run(
+                agent,
+                until=until + 2 * SLOT,
+                poll_s=slot_seconds / 2,
+                bid_before_gate_s=20 * 60,
+            )
 
     try:
         await asyncio.gather(
@@ -228,16 +235,25 @@ async def _demo(
         )
         async with AgentClient(base, op_key) as op:
             deadline = time.monotonic() + 10 * slot_seconds
-            while time.monotonic() < deadline:
-                if not await op.request("GET", "/v1/rounds?status=cleared"):
+            while time.monotonic() < deadline:  # until the day's rounds are all settled
+                rounds = [
+                    r
+                    for r in await op.request("GET", "/v1/rounds?limit=1000")
+                    if day <= datetime.fromisoformat(r["slot_start"]) < until
+                ]
+                if all(r["status"] in ("settled", "failed") for r in rounds):
                     break
                 await asyncio.sleep(slot_seconds / 4)
-            rounds = await op.request("GET", "/v1/rounds?limit=1000")
-            awards = await op.request("GET", "/v1/awards")
-            lines = await op.request("GET", "/v1/settlements")
-            alerts = await op.request("GET", "/v1/alerts")
-            declared = await op.request("GET", "/v1/baselines")
-            bids = await op.request("GET", "/v1/bids")
+            day_rounds = {r["id"] for r in rounds}
+            awards = _of(day_rounds, await op.request("GET", "/v1/awards"))
+            lines = _of(day_rounds, await op.request("GET", "/v1/settlements"))
+            declared = _of(day_rounds, await op.request("GET", "/v1/baselines"))
+            bids = _of(day_rounds, await op.request("GET", "/v1/bids"))
+            alerts = [
+                a
+                for a in await op.request("GET", "/v1/alerts")
+                if day <= datetime.fromisoformat(a["t_start"]) < until
+            ]
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -255,12 +271,23 @@ async def _demo(
         "settlement flags": Counter(line["line"]["flag"] for line in lines),
         "alerts": Counter(a["kind"] for a in alerts),
         "non-delivery reasons": Counter(
-            a["detail"].split(": ", 1)[1].split(" of ")[0].rstrip("0123456789. ")
-            for a in alerts
-            if a["kind"] == "non_delivery"
+            _reason(a["detail"]) for a in alerts if a["kind"] == "non_delivery"
         ),
         "stale meters": Counter(a["subject"] for a in alerts if a["kind"] == "stale_meter"),
     }
+
+
+def _reason(detail: str) -> str:
+    """The kind of a non-delivery alert (see :mod:`service.settle`)."""
+    for reason in ("no meter reading", "no baseline declared before gate closure"):
+        if reason in detail:
+            return reason
+    return "delivered short of the award"
+
+
+def _of(round_ids: set[int], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows that belong to the given rounds."""
+    return [r for r in rows if r["round_id"] in round_ids]
 
 
 def run_demo(
