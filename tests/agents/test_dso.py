@@ -51,23 +51,24 @@ def expected_zones(
     """Connected components of the line graph restricted to the violated buses; given the
     ``assessment`` on ``network``, each split as the DSO documents it: a bus that kW at
     the component's worst bus would bring into band only with more than twice the kW the
-    worst bus needs (by that bus's sensitivity row) goes to a zone of its own, recursively."""
+    worst bus needs (by that bus's sensitivity row) goes to a zone of its own, once; what
+    that zone's worst bus cannot serve so is in no zone (it waits for the next round)."""
     components = [set(c) for c in nx.connected_components(graph.subgraph(violated.tolist()))]
     if assessment is None:
         return components
     settings, result = DSOSettings(), assessment.result
     vm = result.vm_pu
     need = np.maximum(vm - settings.v_max_pu, settings.v_min_pu - vm) + settings.margin_pu
-    zones, pending = [], [np.array(sorted(c)) for c in components]
+    zones, pending = [], [(np.array(sorted(c)), 0) for c in components]
     while pending:
-        buses = pending.pop()
+        buses, depth = pending.pop()
         positions = network.bus_position(buses)
         w = positions[np.argmax(need[positions])]
         row = -sensitivities(network, result, buses=network.bus_ids[[w]]).dv_dp_pu_per_mw[0]
         weak = need[positions] / row[positions] > 2.0 * need[w] / row[w]
         zones.append(set(buses[~weak].tolist()))
-        if weak.any():
-            pending.append(buses[weak])
+        if weak.any() and depth == 0:  # one pass: the rest of a split zone is not split again
+            pending.append((buses[weak], 1))
     return zones
 
 
