@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import ARRAY, String, any_, bindparam, func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -168,6 +168,7 @@ async def store_bids(
         Per item, its :class:`Accepted` (new or replayed) or the problem refusing it.
     """
     conn = await session.connection()  # Core statements: no ORM work per row
+    pg = conn.dialect.name == "postgresql"
     pairs = sorted({(i.principal.id, i.bid.bid_id) for i in items})
     principals = sorted({p for p, _ in pairs})
     # One query for the callers' revocation and their assets: each caller's participant
@@ -179,9 +180,9 @@ async def store_bids(
         .outerjoin(
             Asset,
             (Asset.participant_id == Participant.id)
-            & Asset.id.in_(sorted({i.bid.asset_id for i in items})),
+            & _among(Asset.id, {i.bid.asset_id for i in items}, pg),
         )
-        .where(Participant.id.in_(principals))
+        .where(_among(Participant.id, principals, pg))
     ):
         owner, revoked_at, asset_id, bus, p_max_kw = row
         if revoked_at is not None:
@@ -189,9 +190,15 @@ async def store_bids(
         if asset_id is not None:
             assets[asset_id] = _OwnedAsset(asset_id, owner, bus, p_max_kw)
     versions: dict[tuple[str, str], list[StoredBid]] = {}
-    for row in await conn.execute(
-        select(*_STORED_COLUMNS).where(tuple_(Bid.participant_id, Bid.bid_id).in_(pairs))
-    ):
+    if pg:  # the pairs as two aligned arrays, zipped back by unnest
+        zipped = select(
+            func.unnest(_array([p for p, _ in pairs], keep_order=True)),
+            func.unnest(_array([b for _, b in pairs], keep_order=True)),
+        )
+        stored = tuple_(Bid.participant_id, Bid.bid_id).in_(zipped)
+    else:
+        stored = tuple_(Bid.participant_id, Bid.bid_id).in_(pairs)
+    for row in await conn.execute(select(*_STORED_COLUMNS).where(stored)):
         versions.setdefault((row.participant_id, row.bid_id), []).append(StoredBid(*row))
     rounds = {
         r.slot_start: r
@@ -225,6 +232,17 @@ async def store_bids(
     if new_rows:  # one multi-row Core INSERT, without the ORM's per-row bookkeeping
         await conn.execute(insert(Bid.__table__), new_rows)
     return outcomes
+
+
+def _array(values: Any, keep_order: bool = False) -> Any:
+    return bindparam(None, list(values) if keep_order else sorted(values), type_=ARRAY(String()))
+
+
+def _among(column: Any, values: Any, pg: bool) -> Any:
+    """``column IN values``; on PostgreSQL ``column = ANY($1)``, one statement text whatever
+    the number of values (an ``IN`` list gives one text per length, and asyncpg prepares
+    each text anew once its statement cache of 100 overflows: an extra round trip)."""
+    return column == any_(_array(values)) if pg else column.in_(sorted(values))
 
 
 def _decide(
