@@ -67,6 +67,10 @@ def idrija(name: str) -> None:
           f"wall time {summary['wall_time_s']:.1f} s with yardsticks {scenario.yardsticks}")
     for key, value in summary["timings"].items():
         print(f"  {key}: {value}")
+    for case, values in summary["cases"].items():
+        print(f"  {case}: {values.get('violation_bus_minutes')} violation bus-minutes, "
+              f"DSO cost {values.get('dso_cost_eur', 0.0):.2f} EUR")
+    print(f"  efficiency vs optimum: {summary['comparison'].get('efficiency_vs_optimum')}")
 
 
 def main() -> None:
