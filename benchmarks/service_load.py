@@ -281,15 +281,19 @@ def _tree_cpu_s(root: int) -> float:
 
 
 def _postgres_cpu_s() -> float:
-    """CPU seconds of every process named ``postgres`` (the server and its backends)."""
+    """CPU seconds of PostgreSQL: every live process named ``postgres`` plus the children
+    they have reaped (the postmaster's ``cutime``/``cstime`` keep the CPU of backends and
+    autovacuum workers that exited, which a sum over live processes would lose)."""
     total = 0.0
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    total += _cpu_s(int(entry.name))
+                if (entry / "comm").read_text().strip() != "postgres":
+                    continue
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
+            total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     return total
 
 
