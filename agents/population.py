@@ -369,8 +369,10 @@ class FlexPopulation:
                     m = np.arange(len(group))
                     p_star = alt.p_kw[m, alt.chosen]
                     deviation = sign * (alt.p_kw - p_star[:, None])
-                    extra = alt.cost_eur - alt.cost_eur[m, alt.chosen][:, None]
                     ok = site_ok[group.site] & plan.feasible
+                    # An infeasible row's chosen cost is inf (inf - inf): it offers nothing.
+                    chosen_cost = np.where(ok, alt.cost_eur[m, alt.chosen], 0.0)
+                    extra = alt.cost_eur - chosen_cost[:, None]
                     deviation = np.where(ok[:, None], deviation, 0.0)
                     blocks = hull_blocks(deviation, extra, dt, self.max_blocks)
                     add(group.site, kind, m, sign, blocks, False)
