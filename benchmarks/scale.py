@@ -128,9 +128,15 @@ def main() -> None:
     parser.add_argument("--skip-synthetic", action="store_true", help="only scale_mvlv")
     parser.add_argument("--backends", default="local,1,2",
                         help="comma list of local and shard counts (default local,1,2)")
+    parser.add_argument("--replan-every", type=int, default=None,
+                        help="override the config's planning cadence (time.replan_every_slots)")
     args = parser.parse_args()
     shard_counts = [None if b == "local" else int(b) for b in args.backends.split(",")]
     base = load_scenario(ROOT / "configs" / "scale_mvlv.yaml", "base")
+    if args.replan_every is not None:
+        time_window = base.time.model_copy(update={"replan_every_slots": args.replan_every})
+        base = base.model_copy(update={"time": time_window})
+    print(f"planning cadence: every {base.time.replan_every_slots} slots", flush=True)
     with ray_session(num_cpus=os.cpu_count()):
         if not args.skip_mvlv:
             t0 = time.perf_counter()
