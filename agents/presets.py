@@ -1,23 +1,38 @@
 """Parameter sets of the agents' assets, and the named presets (home, school, ...).
 
-A preset is a :class:`SiteSpec`: which assets a site owns and their parameters. Agent
-types differ by parameters, not by subclasses: a school is a building with a large PV roof,
-a daytime load profile and a heat pump for a large thermal mass; a community battery is a
-site with only a battery. Numbers come from ../shared/IDRIJA.md (H = sourced, EST =
-estimate, as marked there); each field says its unit.
+A preset is a :class:`SiteSpec`: which assets a site owns and their parameters. There are
+four agent types, each a spec that checks which assets its kind may own:
+
+* :class:`BuildingAgent` (``building``): base load, and any of rooftop PV, a heat pump in
+  a 1R1C building, an EV charger and a home battery;
+* :class:`StorageAgent` (``storage``): a battery (home or community), nothing else;
+* :class:`HeatingPlantAgent` (``heating_plant``): the district-heating plant's electric
+  boiler or large heat pump with its hot-water tank (and optionally PV on its roof);
+* ``pv_plant``: PV owned by someone without flexible load (curtailment and reactive power).
+
+The decisions of every type come from one vectorised code path, a row of
+:class:`agents.FlexPopulation`; the types differ by the assets and parameters they hold,
+and the named presets differ only by parameters: a school is a building with a large PV
+roof, a daytime load profile and a heat pump for a large thermal mass. Numbers come from
+../shared/IDRIJA.md (H = sourced, EST = estimate, as marked there); each field says its unit.
 """
 
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "AGENT_KINDS",
     "PRESETS",
+    "AgentKind",
     "BatterySpec",
+    "BuildingAgent",
     "EVSpec",
     "HeatPumpSpec",
+    "HeatingPlantAgent",
     "PVSpec",
     "SiteSpec",
+    "StorageAgent",
     "TankSpec",
     "deep_merge",
 ]
@@ -128,11 +143,32 @@ class PVSpec(_Spec):
     q_cost_eur_per_kvarh: NonNegative = 0.01  # inverter losses and wear (EST)
 
 
+AgentKind = Literal["building", "storage", "heating_plant", "pv_plant"]
+"""The agent types a site can be (reported per agent in the results)."""
+
+AGENT_KINDS: tuple[str, ...] = ("building", "storage", "heating_plant", "pv_plant")
+
+_ASSETS = ("pv", "heat_pump", "ev", "battery", "tank")
+
+_MAY_OWN: dict[str, frozenset[str]] = {
+    "building": frozenset({"pv", "heat_pump", "ev", "battery"}),
+    "storage": frozenset({"battery"}),
+    "heating_plant": frozenset({"tank", "pv"}),
+    "pv_plant": frozenset({"pv"}),
+}
+"""Which assets each agent type may own."""
+
+_MUST_OWN: dict[str, str] = {"storage": "battery", "heating_plant": "tank", "pv_plant": "pv"}
+"""The asset without which an agent type is not that type."""
+
+
 class SiteSpec(_Spec):
     """What one agent (a building, a battery, a heating plant) owns and how it behaves.
 
     Attributes:
-        kind: agent type reported in results (``building``, ``storage``, ``heating_plant``).
+        kind: agent type (``building``, ``storage``, ``heating_plant``, ``pv_plant``); it
+            bounds which assets the site may own (a battery-only ``storage``, a
+            ``heating_plant`` with its tank, a ``building`` with anything but a tank).
         annual_load_kwh: yearly inflexible consumption, scales the base-load profile.
         load_profile: simbench load-profile name for the base load (``H0-A`` homes,
             ``G1-B`` weekday-daytime business like a school, ``G2-A`` evening business
@@ -144,7 +180,7 @@ class SiteSpec(_Spec):
             margin for ``learning``.
     """
 
-    kind: str = "building"
+    kind: AgentKind = "building"
     annual_load_kwh: NonNegative = 4000.0
     load_profile: str = ""
     pv: PVSpec | None = None
@@ -156,10 +192,61 @@ class SiteSpec(_Spec):
     strategy: str = "truthful"
     markup: NonNegative = 0.0
 
+    @model_validator(mode="after")
+    def _assets_fit_kind(self) -> Self:
+        owned = {name for name in _ASSETS if getattr(self, name) is not None}
+        foreign = sorted(owned - _MAY_OWN[self.kind])
+        if foreign:
+            raise ValueError(
+                f"{foreign[0]}: a {self.kind!r} agent cannot own a {foreign[0]} "
+                f"(it may own {sorted(_MAY_OWN[self.kind])})"
+            )
+        needed = _MUST_OWN.get(self.kind)
+        if needed is not None and needed not in owned:
+            raise ValueError(f"{needed}: a {self.kind!r} agent needs a {needed}")
+        return self
+
     def with_overrides(self, overrides: dict[str, Any]) -> "SiteSpec":
         """This spec with ``overrides`` applied; a nested dict updates an asset's fields
-        (``{"battery": {"capacity_kwh": 20}}``), and the result is validated again."""
-        return SiteSpec.model_validate(deep_merge(self.model_dump(), overrides))
+        (``{"battery": {"capacity_kwh": 20}}``), and the result is validated again as the
+        same agent type."""
+        return type(self).model_validate(deep_merge(self.model_dump(), overrides))
+
+
+class BuildingAgent(SiteSpec):
+    """A building agent: homes, the school, the sports centre.
+
+    It owns its inflexible base load (a simbench profile scaled to ``annual_load_kwh``) and
+    any of: rooftop PV (``pv``, curtailable, with an inverter that can give reactive
+    power), a heat pump heating a 1R1C building within a comfort band (``heat_pump``), an
+    EV charger (``ev``: arrival, departure, energy needed, charger power) and a home
+    battery (``battery``). Homes, the school and the sports centre are parameter sets of
+    this type (:data:`PRESETS`).
+    """
+
+    kind: Literal["building"] = "building"
+
+
+class StorageAgent(SiteSpec):
+    """A storage agent: a community or stand-alone home battery and nothing else.
+
+    Its ``battery`` holds capacity, power limits, charge and discharge efficiency, state of
+    charge bounds and the degradation cost per kWh of throughput (:class:`BatterySpec`).
+    """
+
+    kind: Literal["storage"] = "storage"
+    annual_load_kwh: NonNegative = 0.0
+
+
+class HeatingPlantAgent(SiteSpec):
+    """The district-heating plant: an electric boiler or large heat pump with a tank.
+
+    The ``tank`` serves the city's heat demand (a base plus a share per kelvin below
+    15 °C) and holds the heat the electric unit stores; its electric consumption is
+    flexible within the tank's limits (:class:`TankSpec`).
+    """
+
+    kind: Literal["heating_plant"] = "heating_plant"
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -175,16 +262,16 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 PRESETS: dict[str, SiteSpec] = {
     # A household: ~4,000 kWh/yr (IDRIJA.md, H).
-    "home": SiteSpec(annual_load_kwh=4000.0, load_profile="H0-A"),
-    "home_pv": SiteSpec(annual_load_kwh=4000.0, load_profile="H0-A", pv=PVSpec()),
-    "home_pv_battery": SiteSpec(
+    "home": BuildingAgent(annual_load_kwh=4000.0, load_profile="H0-A"),
+    "home_pv": BuildingAgent(annual_load_kwh=4000.0, load_profile="H0-A", pv=PVSpec()),
+    "home_pv_battery": BuildingAgent(
         annual_load_kwh=4000.0, load_profile="H0-A", pv=PVSpec(), battery=BatterySpec()
     ),
-    "home_heat_pump": SiteSpec(
+    "home_heat_pump": BuildingAgent(
         annual_load_kwh=4000.0, load_profile="H0-A", heat_pump=HeatPumpSpec()
     ),
-    "home_ev": SiteSpec(annual_load_kwh=4000.0, load_profile="H0-A", ev=EVSpec()),
-    "home_all": SiteSpec(
+    "home_ev": BuildingAgent(annual_load_kwh=4000.0, load_profile="H0-A", ev=EVSpec()),
+    "home_all": BuildingAgent(
         annual_load_kwh=4000.0,
         load_profile="H0-A",
         pv=PVSpec(),
@@ -194,7 +281,7 @@ PRESETS: dict[str, SiteSpec] = {
     ),
     # OŠ Idrija: 100–180 MWh/yr electricity, roof PV 150–250 kWp, open Mon–Fri 07–16 (EST);
     # heat pump for part of ~7,000 m² (the rest from the district heating).
-    "school": SiteSpec(
+    "school": BuildingAgent(
         annual_load_kwh=140_000.0,
         load_profile="G1-B",
         pv=PVSpec(kwp=200.0, inverter_kva=220.0),
@@ -211,7 +298,7 @@ PRESETS: dict[str, SiteSpec] = {
     ),
     # Sports centre (Modra dvorana): 1,500–2,500 m², 30–60 kWh/m² electricity, open 07–22
     # incl. weekends, roof PV 150–300 kWp (EST); a heated hall with a large thermal mass.
-    "sports_centre": SiteSpec(
+    "sports_centre": BuildingAgent(
         annual_load_kwh=90_000.0,
         load_profile="G2-A",
         pv=PVSpec(kwp=200.0, inverter_kva=220.0),
@@ -225,15 +312,13 @@ PRESETS: dict[str, SiteSpec] = {
             gains_kw=5.0,
         ),
     ),
-    "heating_plant": SiteSpec(
-        kind="heating_plant", annual_load_kwh=20_000.0, load_profile="G3-A", tank=TankSpec()
+    "heating_plant": HeatingPlantAgent(
+        annual_load_kwh=20_000.0, load_profile="G3-A", tank=TankSpec()
     ),
     # PV owned by someone without flexible load (e.g. a barn roof): curtailment and Q only.
     "pv_plant": SiteSpec(kind="pv_plant", annual_load_kwh=0.0, pv=PVSpec()),
     # Community battery, 300–500 EUR/kWh installed (EST): 200 kWh / 100 kW.
-    "community_battery": SiteSpec(
-        kind="storage",
-        annual_load_kwh=0.0,
+    "community_battery": StorageAgent(
         battery=BatterySpec(capacity_kwh=200.0, p_max_kw=100.0, wear_eur_per_kwh=0.05),
     ),
 }
