@@ -36,6 +36,8 @@ UNSUPPORTED_TABLES: tuple[str, ...] = (
     "ssc",
     "tcsc",
     "vsc",
+    "vsc_bipolar",
+    "vsc_stacked",
     "motor",
     "asymmetric_load",
     "asymmetric_sgen",
