@@ -62,6 +62,8 @@ def test_base_and_random_scalings_match_pandapower(case, name: str) -> None:
     injections = [bus_consumption(n, network.bus_ids) for n in nets]
     p_mw = np.array([p for p, _ in injections])
     q_mvar = np.array([q for _, q in injections])
+    np.testing.assert_allclose(p_mw[0], network.base_p_mw, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(q_mvar[0], network.base_q_mvar, rtol=0, atol=1e-12)
     result = grid.powerflow(network, p_mw, q_mvar)
     assert result.converged.all()
     assert result.vm_pu.shape == (len(nets), network.n_bus)
@@ -93,6 +95,26 @@ def test_base_injections_are_pandapowers_bus_powers(case, name: str) -> None:
     np.testing.assert_allclose(
         network.base_q_mvar[non_slack], net.res_bus.q_mvar.loc[ids].to_numpy(), atol=1e-9
     )
+
+
+def test_meshed_cigre_mv_matches_pandapower(case) -> None:
+    """Peer: pandapower runpp (defaults) on CIGRE MV with all its open line switches closed
+    (three loops): vm within 1e-6 pu, va within 1e-4 degree, base case and 0.5x/1.5x load."""
+    net, _ = case("cigre_mv")
+    assert not net.switch.closed.all()
+    net.switch["closed"] = True
+    network = grid.Network.from_pandapower(net)
+    for scaling in (1.0, 0.5, 1.5):
+        net.load["scaling"] = scaling
+        p_mw, q_mvar = bus_consumption(net, network.bus_ids)
+        result = grid.powerflow(network, p_mw, q_mvar)
+        assert bool(result.converged)
+        runpp(net)
+        expected = _pandapower_results(net, network)
+        np.testing.assert_allclose(result.vm_pu, expected["vm_pu"], rtol=0, atol=VM_TOL_PU)
+        np.testing.assert_allclose(
+            result.va_degree, expected["va_degree"], rtol=0, atol=VA_TOL_DEGREE
+        )
 
 
 def test_single_scenario_keeps_one_dimensional_shapes(case) -> None:

@@ -1,8 +1,9 @@
 """Voltage sensitivities against central finite differences taken with pandapower runpp.
 
 Peer: pandapower runpp (tolerance_mva=1e-10) with a small extra load of +/- delta at one bus.
-Tolerance: 1% of each entry, plus 0.1% of the column's largest entry (so that entries that are
-zero in exact arithmetic, e.g. behind the other transformer, compare sensibly).
+Tolerance: 1% of each entry, plus 1e-6 of the column's largest entry (so that entries that are
+zero in exact arithmetic, e.g. behind the other transformer, compare sensibly; measured errors
+are below 1e-5 relative on every entry).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def test_sensitivities_match_pandapower_finite_differences(case, name: str) -> N
             fd = fd.loc[network.bus_ids].to_numpy()
             scale = np.abs(fd).max()
             assert scale > 0
-            np.testing.assert_allclose(ours[:, col], fd, rtol=0.01, atol=1e-3 * scale)
+            np.testing.assert_allclose(ours[:, col], fd, rtol=0.01, atol=1e-6 * scale)
     far_pos = network.bus_position(far)
     assert sens.dv_dp_pu_per_mw[far_pos, far_pos] < 0
 
@@ -78,6 +79,34 @@ def test_requested_rows_equal_the_full_matrix_rows(case) -> None:
     slack = network.slack_index
     assert not full.dv_dp_pu_per_mw[:, slack].any()
     assert not full.dv_dp_pu_per_mw[slack, :].any()
+
+
+def test_a_few_rows_of_the_9k_bus_grid_need_no_dense_matrix() -> None:
+    """Peer: pandapower central differences (1%, as above) at the lowest-voltage bus of
+    1-MVLV-semiurb-all-2-sw (9,104 buses) for its three lowest-voltage rows; and the call's
+    peak numpy allocation (tracemalloc) stays under 2% of one dense n x n float matrix."""
+    import tracemalloc
+
+    code = "1-MVLV-semiurb-all-2-sw"
+    network = grid.Network.from_simbench(code)
+    result = grid.powerflow(network, network.base_p_mw, network.base_q_mvar)
+    rows = network.bus_ids[np.argsort(result.vm_pu)[:3]]
+    tracemalloc.start()
+    try:
+        sens = grid.sensitivities(network, result, buses=rows)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    dense_bytes = network.n_bus**2 * 8
+    assert peak_bytes < 0.02 * dense_bytes, (peak_bytes, dense_bytes)
+    assert sens.dv_dp_pu_per_mw.shape == (3, network.n_bus)
+    net = grid.simbench_net(code)
+    column = network.bus_position(rows[0])
+    fd = _finite_difference(net, int(rows[0]), 1e-3, reactive=False).loc[rows].to_numpy()
+    assert np.abs(fd).max() > 0
+    np.testing.assert_allclose(
+        sens.dv_dp_pu_per_mw[:, column], fd, rtol=0.01, atol=1e-6 * np.abs(fd).max()
+    )
 
 
 def test_non_converged_scenario_has_no_sensitivities(case) -> None:
