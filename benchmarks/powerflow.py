@@ -81,10 +81,11 @@ def _cigre_lv_case() -> Case:
 
 
 def _simbench_case(label: str, code: str) -> Case:
+    """The simbench grid and one day of its own profiles, from simbench_window (the numbers of
+    simbench_profiles without building the whole year of absolute values, ~3 GB on (c))."""
     net = grid.simbench_net(code)
     network = grid.Network.from_pandapower(net, name=code)
-    year = profiles.simbench_profiles(code)
-    elements = profiles.element_injections(network, year, DAY_START, N_SCENARIOS)
+    elements = profiles.simbench_window(network, code, DAY_START, N_SCENARIOS)
     return Case(label, net, network, elements)
 
 
