@@ -246,6 +246,15 @@ class OrderBook:
             count=len(sellers),
         )
 
+    def first_step_row(self) -> IntArray:
+        """Row of each row's step 0 (itself for plain bids).
+
+        :meth:`from_bids` puts a curve bid's steps in consecutive rows (step 0, 1, ...),
+        and keeping the newest version keeps or drops all of a bid's rows together, so
+        step ``k`` of a bid sits ``k`` rows after its step 0.
+        """
+        return np.arange(len(self), dtype=np.int64) - self.step
+
     def merit_order(self, product: str) -> IntArray:
         """Rows sorted by asked price, then row (submission order): the tie-break rule.
 

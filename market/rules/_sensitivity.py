@@ -29,6 +29,8 @@ __all__ = [
 _TIE_BREAK_SCALE = 1e-6
 NEED_FLOOR_PU = 1e-12
 """Needs at or below this many pu are not cleared (reported as unserved as sent)."""
+GATE_ABSENT = -2
+"""``gate`` of a column whose curve bid's first step is not in the matrix: never bought."""
 SENSITIVITY_FLOOR_PU = 1e-9
 """Sensitivities smaller than this (pu per kW or kvar) are treated as 0: no physical
 flexibility moves a voltage by less, and dividing by them would wreck the LP's scaling."""
@@ -73,6 +75,10 @@ class SensitivityMatrix:
         ask, quantity, minimum: Asked price, offered and minimum quantity per column.
         tie_break: Small cost added per column so earlier rows win ties.
         start, index, value: CSC arrays (``index`` holds matrix rows k).
+        gate: For the P column of a later step of a curve bid whose first step has a
+            minimum quantity, the column of that first step (:data:`GATE_ABSENT` if it
+            has none in the matrix); -1 for every other column. A gated column may be
+            bought only if its gate is (at least its minimum).
     """
 
     request_index: IntArray
@@ -89,6 +95,7 @@ class SensitivityMatrix:
     start: IntArray
     index: IntArray
     value: FloatArray
+    gate: IntArray
 
     def column_price(self, duals: FloatArray) -> FloatArray:
         """Locational price of every column: ``sum_k duals[k] * s_kj``."""
@@ -158,6 +165,7 @@ def build_sensitivity_matrix(ordered: Sequence[FlexRequest], book: OrderBook) ->
     col_rows, col_p, ask = col_rows[keep_col], col_p[keep_col], ask[keep_col]
     counts = np.bincount(column_of_entry[keep_entry], minlength=keep_col.shape[0])[keep_col]
     rank = np.where(col_p, book.rank("p")[col_rows], book.rank("q")[col_rows])
+    gate = _gates(book, col_rows, col_p)
     top = float(ask.max()) if ask.size else 0.0
     return SensitivityMatrix(
         request_index=np.array(rows_k, dtype=np.int64),
@@ -174,7 +182,22 @@ def build_sensitivity_matrix(ordered: Sequence[FlexRequest], book: OrderBook) ->
         start=np.r_[0, np.cumsum(counts)].astype(np.int64),
         index=tk,
         value=ts,
+        gate=gate,
     )
+
+
+def _gates(book: OrderBook, col_rows: IntArray, col_p: np.ndarray) -> IntArray:
+    """The ``gate`` column of every column (see :class:`SensitivityMatrix`)."""
+    gate = np.full(col_rows.shape[0], -1, dtype=np.int64)
+    first = book.first_step_row()[col_rows]
+    gated = col_p & (first != col_rows) & (book.min_p_kw[first] > 0.0)
+    if gated.any():
+        p_rows = col_rows[col_p]
+        p_columns = np.flatnonzero(col_p)
+        pos = np.clip(np.searchsorted(p_rows, first[gated]), 0, max(p_rows.shape[0] - 1, 0))
+        found = p_rows[pos] == first[gated]
+        gate[gated] = np.where(found, p_columns[pos], GATE_ABSENT)
+    return gate
 
 
 def sensitivity_reports(

@@ -14,7 +14,8 @@ Oscillation guard: when ``g_r`` changes sign between rounds (over- then under-su
 ``step_r`` is multiplied by ``damping``. Answers are taken on one fixed book (its latest
 bid versions), clipped to each row's offered quantity, set to 0 below the row's minimum
 quantity, and set to 0 where the posted price is below the row's ask (the book price is
-the seller's reservation price, so no award is ever paid less than its ask).
+the seller's reservation price, so no award is ever paid less than its ask); a later step
+of a curve bid counts only if its first step (which holds the bid's minimum) is answered.
 
 Stops when every need is met (``converged=True``), when the prices are at the buyers'
 caps and the answers no longer change (no progress is possible), or after ``max_rounds``.
@@ -59,6 +60,7 @@ from market.rules._common import (
     sorted_requests,
 )
 from market.rules._sensitivity import (
+    GATE_ABSENT,
     SensitivityMatrix,
     build_sensitivity_matrix,
     sensitivity_reports,
@@ -167,6 +169,8 @@ def _answers(
         raise ValueError(f"responder answered {p.shape}/{q.shape}, expected ({len(book)},)")
     x = np.clip(np.where(is_p, p[rows], q[rows]), 0.0, matrix.quantity)
     x[(x < matrix.minimum - 1e-12) | (pi < matrix.ask) | (x <= 1e-12)] = 0.0
+    gate = matrix.gate
+    x[(gate == GATE_ABSENT) | ((gate >= 0) & (x[np.maximum(gate, 0)] <= 0.0))] = 0.0
     return x
 
 

@@ -41,6 +41,11 @@ deterministically instead (not necessarily optimal): every column
 stuck between 0 and its minimum is switched on (bounds ``[minimum, quantity]``) if it is
 at least half its minimum, else off, and the LP is solved again, until none is stuck. A
 switched-on row accepted at its minimum may be paid its ask above the dual (make-whole).
+
+Curve bids: a bid's minimum sits on its first step; a later step may be bought only if
+the first step is (so the bid as a whole is 0 or at least its minimum). The MIP links
+them (``x_step <= quantity_step / minimum_first x x_first``); once the first step is
+off (by the MIP or the repair), its later steps' upper bounds are set to 0.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ from market.rules._common import (
     sorted_requests,
 )
 from market.rules._sensitivity import (
+    GATE_ABSENT,
     SensitivityMatrix,
     build_sensitivity_matrix,
     sensitivity_reports,
@@ -196,12 +202,35 @@ def _mip_decisions(
     highs.setOptionValue("solver", "choose")
     highs.setOptionValue("mip_feasibility_tolerance", 1e-9)
     lower = np.where(has_min, matrix.minimum, 0.0)
-    _pass_lp(highs, matrix, cost, lower, matrix.quantity.copy(), has_min)
+    upper = np.where(matrix.gate == GATE_ABSENT, 0.0, matrix.quantity)
+    _pass_lp(highs, matrix, cost, lower, upper, has_min)
+    _link_gated_columns(highs, matrix)
     highs.run()
     if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         return None
     x = np.asarray(highs.getSolution().col_value)[: has_min.shape[0]]
     return has_min & (x > _TOLERANCE)
+
+
+def _link_gated_columns(highs: highspy.Highs, matrix: SensitivityMatrix) -> None:
+    """Add ``x_j - quantity_j / minimum_g x x_g <= 0`` for every gated column j, gate g."""
+    gated = np.flatnonzero(matrix.gate >= 0)
+    if gated.size == 0:
+        return
+    gates = matrix.gate[gated]
+    n = gated.shape[0]
+    index = np.column_stack([gated, gates]).reshape(-1).astype(np.int32)
+    ratio = matrix.quantity[gated] / matrix.minimum[gates]
+    value = np.column_stack([np.ones(n), -ratio]).reshape(-1)
+    starts = np.arange(0, 2 * n, 2, dtype=np.int32)
+    highs.addRows(n, np.full(n, -highspy.kHighsInf), np.zeros(n), 2 * n, starts, index, value)
+
+
+def _close_gated(matrix: SensitivityMatrix, upper: FloatArray) -> FloatArray:
+    """Upper bounds with every column whose gate is off (upper bound 0) set to 0."""
+    gate = matrix.gate
+    closed = (gate == GATE_ABSENT) | ((gate >= 0) & (upper[np.maximum(gate, 0)] <= 0.0))
+    return np.where(closed, 0.0, upper)
 
 
 def _solve(
@@ -211,13 +240,13 @@ def _solve(
     n_bid = matrix.column_rows.shape[0]
     cost = matrix.ask + matrix.tie_break
     lower = np.zeros(n_bid)
-    upper = matrix.quantity.copy()
+    upper = _close_gated(matrix, matrix.quantity.copy())
     undecided = matrix.minimum > _TOLERANCE
     if undecided.any() and undecided.sum() <= params.mip_max_indivisible:
         on = _mip_decisions(matrix, params, cost, undecided)
         if on is not None:
             lower = np.where(on, matrix.minimum, 0.0)
-            upper = np.where(undecided & ~on, 0.0, upper)
+            upper = _close_gated(matrix, np.where(undecided & ~on, 0.0, upper))
             undecided = np.zeros(n_bid, dtype=bool)
     highs = _new_highs(params)
     _pass_lp(highs, matrix, cost, lower, upper, None)
@@ -229,9 +258,11 @@ def _solve(
             break
         on = stuck & (x >= 0.5 * matrix.minimum)
         lower = np.where(on, matrix.minimum, lower)
-        upper = np.where(stuck & ~on, 0.0, upper)
+        closed = _close_gated(matrix, np.where(stuck & ~on, 0.0, upper))
+        changed = stuck | (closed != upper)
+        upper = closed
         undecided = undecided & ~stuck
-        cols = np.flatnonzero(stuck).astype(np.int32)
+        cols = np.flatnonzero(changed).astype(np.int32)
         highs.changeColsBounds(cols.shape[0], cols, lower[cols], upper[cols])
         _run(highs)
     solution = highs.getSolution()

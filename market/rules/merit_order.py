@@ -18,7 +18,9 @@ per product (P against ``p_kw``, Q against ``q_kvar`` when the request asks for 
    with f >= 0.3 (the DSO's default ``min_sensitivity_share``) gets at least 30 % of it.
 4. A row is taken whole while it fits in the remaining need; the row that straddles the
    need is taken partially if the part is at least its minimum quantity; otherwise it is
-   skipped and the next row that can be accepted is tried.
+   skipped and the next row that can be accepted is tried. Skipping a step of a curve bid
+   skips its later steps too for that request: a step is bought only after the cheaper
+   steps before it, so a bid's minimum (which sits on its first step) always holds.
 5. Each row's quantity is used at most once per clearing call, across all requests; a row
    already accepted for a request may be topped up for a later one without a minimum.
 
@@ -66,6 +68,7 @@ def _greedy(
     remaining: FloatArray,
     minimum: FloatArray,
     need: float,
+    first_step: IntArray | None = None,
 ) -> tuple[IntArray, FloatArray, float]:
     """Fill ``need`` from ``candidates`` (already in merit order).
 
@@ -74,11 +77,15 @@ def _greedy(
         remaining: Quantity still available per book row.
         minimum: Smallest acceptable quantity per candidate (aligned with ``candidates``).
         need: Quantity to buy.
+        first_step: Per book row, the row of its curve bid's first step
+            (:meth:`OrderBook.first_step_row`); a skipped row's later steps are skipped
+            too. ``None`` when the book has no curve bids.
 
     Returns:
-        Accepted rows, their quantities, and the need left unserved.
+        Accepted rows, their quantities (> 0), and the need left unserved.
     """
     quantity = remaining[candidates]
+    minimum = minimum.copy() if first_step is not None else minimum
     tolerance = 1e-9 * max(1.0, need)
     taken_rows: list[IntArray] = []
     taken_qty: list[FloatArray] = []
@@ -101,6 +108,11 @@ def _greedy(
             part = residual
         else:
             later = np.flatnonzero(minimum[j + 1 :] <= residual)
+            while first_step is not None:
+                stop = j + 1 + int(later[0]) if later.size else n
+                if not _skip_later_steps(candidates, first_step, j, stop, quantity, minimum):
+                    break
+                later = np.flatnonzero(minimum[j + 1 :] <= residual)
             if later.size == 0:
                 break
             pos = j + 1 + int(later[0])
@@ -111,7 +123,33 @@ def _greedy(
         pos = j + 1
     if not taken_rows:
         return np.empty(0, dtype=np.int64), np.empty(0), max(residual, 0.0)
-    return np.concatenate(taken_rows), np.concatenate(taken_qty), max(residual, 0.0)
+    rows, qty = np.concatenate(taken_rows), np.concatenate(taken_qty)
+    if first_step is not None:
+        rows, qty = rows[qty > 0.0], qty[qty > 0.0]
+    return rows, qty, max(residual, 0.0)
+
+
+def _skip_later_steps(
+    candidates: IntArray,
+    first_step: IntArray,
+    start: int,
+    stop: int,
+    quantity: FloatArray,
+    minimum: FloatArray,
+) -> bool:
+    """Take out (quantity 0, minimum inf) the later curve steps of skipped candidates.
+
+    ``candidates[start:stop]`` are being skipped; every later candidate that is a later
+    step of one of their bids is taken out in place. Returns whether any newly was.
+    """
+    after = candidates[stop:]
+    skipped = candidates[start:stop]
+    later = (first_step[after] != after) & np.isin(first_step[after], skipped)
+    hit = stop + np.flatnonzero(later)
+    hit = hit[np.isfinite(minimum[hit])]
+    quantity[hit] = 0.0
+    minimum[hit] = np.inf
+    return bool(hit.size)
 
 
 def _serving_rows(
@@ -139,6 +177,7 @@ def _select(
         ("p", book.p_kw, book.min_p_kw, book.price_eur_per_kwh),
         ("q", book.q_kvar, book.min_q_kvar, book.price_eur_per_kvarh),
     )
+    first_step = book.first_step_row() if book.step.any() else None
     for product, offered, minimum, price in products:
         if product == "q" and all(r.q_kvar is None for r in requests):
             continue
@@ -165,7 +204,7 @@ def _select(
                 rows = rows[(remaining[rows] > 0.0) & (price[rows] <= cap)]
                 rows = book.in_merit_order(rows, product)
                 row_min = np.where(accepted[rows], 0.0, minimum[rows])
-                taken, qty, residual = _greedy(rows, remaining, row_min, need)
+                taken, qty, residual = _greedy(rows, remaining, row_min, need, first_step)
                 remaining[taken] -= qty
                 accepted[taken] = True
                 parts["req"].append(np.full(taken.shape[0], index, dtype=np.int64))

@@ -87,6 +87,10 @@ def check_invariants(
     assert (q <= order_book.q_kvar + TOL).all(), "award above a bid's Q quantity"
     assert ((p <= TOL) | (p >= order_book.min_p_kw - TOL)).all(), "P award below minimum"
     assert ((q <= TOL) | (q >= order_book.min_q_kvar - TOL)).all(), "Q award below minimum"
+    first = order_book.first_step_row()
+    bid_p = np.bincount(first, weights=p, minlength=n)
+    bid_min = np.bincount(first, weights=order_book.min_p_kw, minlength=n)
+    assert ((bid_p <= TOL) | (bid_p >= bid_min - TOL)).all(), "curve bid below its minimum"
     by_id = {r.request_id: r for r in requests}
     sensitivity_rule = result.rule in {"locational", "iterative_price"}
     for award in result.awards:
@@ -132,6 +136,10 @@ def check_invariants(
             assert len({a.price_eur_per_kwh for a in mine}) <= 1, "pay-as-clear not uniform"
             if mine:
                 assert mine[0].price_eur_per_kwh == result.prices[req.request_id]
+            mine_q = [a for a in result.awards if a.request_id == req.request_id and a.q_kvar > 0]
+            assert len({a.price_eur_per_kvarh for a in mine_q}) <= 1, "Q price not uniform"
+            if mine_q:
+                assert mine_q[0].price_eur_per_kvarh == result.prices_q[req.request_id]
 
 
 def _approx(value: float) -> object:

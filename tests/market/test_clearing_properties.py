@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from market_helpers import T0, T1, TOL, check_invariants, request
 
-from market import ClearingResult, FlexRequest, MeterReading, OrderBook, clear, settle
+from market import Bid, ClearingResult, FlexRequest, MeterReading, OrderBook, clear, settle
 
 
 class _NoisyResponder:
@@ -62,6 +62,36 @@ def order_books(draw: st.DrawFn, directions: tuple[str, ...] = ("up", "down")) -
     )
 
 
+@st.composite
+def curve_books(draw: st.DrawFn) -> OrderBook:
+    """Books from :class:`Bid` models, some with 2-3 step curves and a minimum on step 0."""
+    bids = []
+    for i in range(draw(st.integers(1, 8))):
+        steps = draw(st.lists(st.floats(0.1, 5), min_size=1, max_size=3))
+        rises = draw(st.lists(st.floats(0.01, 0.3), min_size=len(steps), max_size=len(steps)))
+        prices = np.cumsum([draw(st.floats(0, 0.3)), *rises[1:]]).tolist()
+        p_kw = float(sum(steps))
+        fraction = min(draw(st.sampled_from([0.0, 0.3, 0.5, 1.0])), steps[0] / p_kw)
+        bids.append(
+            Bid(
+                bid_id=f"c{i}",
+                seller_id=f"s{i}",
+                asset_id=f"a{i}",
+                bus=draw(BUSES),
+                t_start=T0,
+                t_end=T1,
+                direction=draw(st.sampled_from(["up", "down"])),
+                p_kw=p_kw,
+                price_eur_per_kwh=prices[0],
+                q_kvar=draw(st.one_of(st.just(0.0), st.floats(0.1, 5))),
+                price_eur_per_kvarh=draw(st.floats(0, 0.5)),
+                min_fraction=fraction,
+                curve=tuple(zip(steps, prices, strict=True)) if len(steps) > 1 else None,
+            )
+        )
+    return OrderBook.from_bids(bids)
+
+
 SENSITIVITY = st.dictionaries(BUSES, st.floats(-0.002, 0.01), max_size=6)
 
 
@@ -87,7 +117,7 @@ def request_lists(draw: st.DrawFn) -> list[FlexRequest]:
 
 @pytest.mark.parametrize(("rule", "params"), RULES, ids=lambda v: str(v) if v else "default")
 @SETTINGS
-@given(order_book=order_books(), requests=request_lists(), data=st.data())
+@given(order_book=st.one_of(order_books(), curve_books()), requests=request_lists(), data=st.data())
 def test_invariants_and_settlement_balance_after_every_clearing(
     rule: str,
     params: dict[str, object],

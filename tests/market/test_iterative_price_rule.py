@@ -251,3 +251,35 @@ def test_rationing_orders_by_each_columns_own_sensitivity() -> None:
     check_invariants(result, [req], order_book)
     assert (result.converged, result.rounds) == (True, 2)
     assert by_bid(result) == {"end": pytest.approx((5.0, 0.06))}
+
+
+class _SkipsFirstSteps:
+    """Answers truthfully except for the first step of a curve bid, which it never offers."""
+
+    def respond(
+        self,
+        book: OrderBook,
+        price_eur_per_kwh: np.ndarray,
+        price_eur_per_kvarh: np.ndarray,
+        round_index: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        p, q = TruthfulResponder().respond(book, price_eur_per_kwh, price_eur_per_kvarh, 0)
+        curve_first = (book.step == 0) & np.r_[book.step[1:] > 0, False]
+        return np.where(curve_first, 0.0, p), q
+
+
+def test_a_later_curve_step_answered_without_the_first_does_not_count() -> None:
+    """c: curve 2 kW @0.10 then 1 kW @0.12, min 1.5 kW on step 0; e: 1 kW @0.25; bus 1.
+    Need 1 kW (s = 0.001, dv 0.001 pu), cap 0.3 -> v = 300 EUR/pu, lambda += 30 per round,
+    bus price 0.03 x (round - 1). The sellers answer c's step 1 from round 5 (0.12) but
+    never its step 0: step 1 alone would sell c 1 kW, below its minimum, so it does not
+    count. e answers once the price reaches 0.25: round 10 (0.27) -> e 1 kW @0.27.
+    """
+    from test_locational_rule import _curve_book
+
+    order_book = _curve_book()
+    requests = [request(p_kw=1.0, max_price_eur_per_kwh=0.3, sensitivity_pu_per_kw={1: 0.001})]
+    result = clear("iterative_price", requests, order_book, {"responder": _SkipsFirstSteps()})
+    check_invariants(result, requests, order_book)
+    assert (result.converged, result.rounds) == (True, 10)
+    assert by_bid(result) == {"e": pytest.approx((1.0, 0.27))}

@@ -5,7 +5,7 @@ tie-break perturbation adds at most 1e-6 x (1 + max ask)), 1e-7 on quantities.
 """
 
 import pytest
-from market_helpers import book, by_bid, check_invariants, request
+from market_helpers import T0, T1, book, by_bid, check_invariants, request
 
 from market import clear
 
@@ -190,6 +190,54 @@ def test_indivisible_bid_among_free_ones_found_by_hypothesis() -> None:
     assert got == pytest.approx({"b7": 4.5, "b8": 0.5})
 
 
+def _curve_book() -> object:
+    """c: 3 kW as a curve 2 kW @0.10 then 1 kW @0.12, min_fraction 0.5 (>= 1.5 kW, held by
+    step 0); e: 1 kW @0.25; both up at bus 1."""
+    from market import Bid, OrderBook
+
+    base = {"asset_id": "hp", "bus": 1, "t_start": T0, "t_end": T1, "direction": "up"}
+    return OrderBook.from_bids(
+        [
+            Bid.model_validate(
+                base
+                | {
+                    "bid_id": "c",
+                    "seller_id": "home_1",
+                    "p_kw": 3.0,
+                    "price_eur_per_kwh": 0.10,
+                    "min_fraction": 0.5,
+                    "curve": [(2.0, 0.10), (1.0, 0.12)],
+                }
+            ),
+            Bid.model_validate(
+                base
+                | {"bid_id": "e", "seller_id": "home_2", "p_kw": 1.0, "price_eur_per_kwh": 0.25}
+            ),
+        ]
+    )
+
+
+@pytest.mark.parametrize("mip_max_indivisible", [50, 0])
+def test_a_later_curve_step_is_not_bought_without_the_first(mip_max_indivisible: int) -> None:
+    """Need 1 kW at bus 1 (s = 0.001 -> dv 0.001 pu), cap 0.3 (v = 300 EUR/pu); book
+    :func:`_curve_book`. Per hour: c's step 1 alone would cost 1 x 0.12 = 0.12 EUR but sells
+    c 1 kW, below its 1.5 kW minimum, so it is not allowed; c's step 0 at its minimum costs
+    1.5 x 0.10 = 0.15 EUR, e 1 x 0.25 = 0.25, leaving the need unserved 0.30 -> c's step 0,
+    1.5 kW. The need is over-met, so lambda = 0 and c is paid its ask 0.10 (make-whole).
+    The repair path agrees: the relaxation takes 1 kW of step 0, at least half its
+    1.5 kW minimum -> switched on at 1.5 kW.
+    """
+    order_book = _curve_book()
+    requests = [request(p_kw=1.0, max_price_eur_per_kwh=0.3, sensitivity_pu_per_kw={1: 0.001})]
+    params = {"mip_max_indivisible": mip_max_indivisible}
+    result = clear("locational", requests, order_book, params)
+    check_invariants(result, requests, order_book)
+    [award] = result.awards
+    assert (award.bid_id, int(order_book.step[award.book_row])) == ("c", 0)
+    assert award.p_kw == pytest.approx(1.5)
+    assert award.price_eur_per_kwh == pytest.approx(0.10, abs=PRICE_TOL)
+
+
 def test_the_first_highs_instance_is_made_without_its_banner() -> None:
     """HiGHS prints a banner on the C stdout when a process makes its first instance (the
     premise, checked in a fresh process); the rule makes that instance with stdout
@@ -200,7 +248,10 @@ def test_the_first_highs_instance_is_made_without_its_banner() -> None:
 
     def run(code: str) -> str:
         done = subprocess.run(  # noqa: S603 - this interpreter, our own code
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=120,
             check=True,
         )
         return done.stdout

@@ -179,3 +179,53 @@ def test_curve_bid_is_cleared_step_by_step_and_only_its_newest_version() -> None
     got = [(a.bid_id, a.p_kw, a.price_eur_per_kwh) for a in result.awards]
     assert got == [("d", 1.0, 0.20), ("c", 1.0, 0.10), ("c", 1.0, 0.30)]
     assert result.cost_eur == pytest.approx(0.15)
+
+
+@pytest.mark.parametrize(
+    ("need_kw", "expected"),
+    [
+        (1.0, [("e", 0, 1.0, 0.25)]),
+        (1.5, [("c", 0, 1.5, 0.10)]),
+        (2.5, [("c", 0, 2.0, 0.10), ("c", 1, 0.5, 0.12)]),
+    ],
+)
+def test_curve_steps_are_bought_in_order_and_keep_the_bids_minimum(
+    need_kw: float, expected: list[tuple[str, int, float, float]]
+) -> None:
+    """c: 3 kW as a curve 2 kW @0.10 then 1 kW @0.12, min_fraction 0.5 -> at least 1.5 kW
+    (held by step 0); e: 1 kW @0.25. One up request at bus 1, cap 0.3 (pay-as-bid).
+
+    Need 1: c's step 0 straddles, but 1 < its 1.5 kW minimum -> skipped, and with it
+    c's step 1 (buying it alone would sell c 1 kW, below its minimum) -> e 1 kW @0.25.
+    Need 1.5: c's step 0 straddles with 1.5 >= 1.5 -> c 1.5 kW @0.10.
+    Need 2.5: c's step 0 whole (2 kW @0.10), then 0.5 of step 1 @0.12.
+    """
+    from market import Bid, OrderBook
+
+    def bid(**fields: object) -> Bid:
+        base = {"asset_id": "hp", "bus": 1, "t_start": T0, "t_end": T1, "direction": "up"}
+        return Bid.model_validate(base | fields)
+
+    order_book = OrderBook.from_bids(
+        [
+            bid(
+                bid_id="c",
+                seller_id="home_1",
+                p_kw=3.0,
+                price_eur_per_kwh=0.10,
+                min_fraction=0.5,
+                curve=[(2.0, 0.10), (1.0, 0.12)],
+            ),
+            bid(bid_id="e", seller_id="home_2", p_kw=1.0, price_eur_per_kwh=0.25),
+        ]
+    )
+    requests = [request(p_kw=need_kw, max_price_eur_per_kwh=0.3)]
+    result = clear("pay_as_bid", requests, order_book)
+    check_invariants(result, requests, order_book)
+    got = [
+        (a.bid_id, int(order_book.step[a.book_row]), a.p_kw, a.price_eur_per_kwh)
+        for a in result.awards
+    ]
+    assert [g[:2] for g in got] == [e[:2] for e in expected]
+    assert [g[2:] for g in got] == [pytest.approx(e[2:]) for e in expected]
+    assert result.unserved_p_kw == {"r1": pytest.approx(0.0)}
