@@ -148,6 +148,33 @@ def test_invariants_and_settlement_balance_after_every_clearing(
     )
     paid = sum(line.payment_eur for line in report.lines)
     assert paid <= result.cost_eur + 1e-9, "settlement paid more than awarded"
+    _check_settlement_against_award_costs(result)
+
+
+def _check_settlement_against_award_costs(result: ClearingResult) -> None:
+    """Peer: ``Award.cost_eur`` (kW x h x price), not the settlement's own bookkeeping.
+
+    Delivered exactly as awarded: the buyers pay, and the sellers receive, the awards'
+    cost. Nothing delivered: each pays back ``penalty_factor`` x that cost.
+    """
+    factor = 1.5
+    exact, none = [], []
+    for asset in sorted({a.asset_id for a in result.awards}):
+        mine = [a for a in result.awards if a.asset_id == asset]
+        sign = 1.0 if mine[0].direction == "up" else -1.0
+        p, q = sum(a.p_kw for a in mine), sum(a.q_kvar for a in mine)
+        base = {"asset_id": asset, "t_start": T0, "t_end": T1}
+        base |= {"baseline_p_kw": 10.0, "baseline_q_kvar": 5.0}
+        exact.append(
+            MeterReading(**base, metered_p_kw=10.0 - sign * p, metered_q_kvar=5.0 - sign * q)
+        )
+        none.append(MeterReading(**base, metered_p_kw=10.0, metered_q_kvar=5.0))
+    cost = result.cost_eur
+    for readings, expected in ((exact, cost), (none, -factor * cost)):
+        report = settle(result.awards, readings, penalty_factor=factor)
+        assert sum(report.buyer_cost_eur.values()) == pytest.approx(expected, abs=1e-9)
+        assert sum(report.seller_revenue_eur.values()) == pytest.approx(expected, abs=1e-9)
+    assert settle(result.awards, exact).flagged == ()
 
 
 @SETTINGS
