@@ -68,6 +68,23 @@ def test_newer_version_replaces_older_and_takes_its_own_position() -> None:
     assert order_book.price_eur_per_kwh.tolist() == [0.1, 0.10]
 
 
+def test_newer_version_replaces_older_in_arrays_too() -> None:
+    """The simulator's path: rows s1/a v0 @0.30, s1/b v0, s1/a v1 @0.10, s2/a v0 -> s1's
+    a v0 is dropped; the others keep their submission order (b, a v1, s2's a)."""
+    order_book = OrderBook.from_arrays(
+        ["a", "b", "a", "a"],
+        ["s1", "s1", "s1", "s2"],
+        [1, 1, 1, 1],
+        ["up"] * 4,
+        [1.0, 1.0, 2.0, 1.0],
+        [0.30, 0.20, 0.10, 0.25],
+        version=[0, 0, 1, 0],
+    )
+    rows = list(zip(order_book.seller_id, order_book.bid_id, order_book.version, strict=True))
+    assert rows == [("s1", "b", 0), ("s1", "a", 1), ("s2", "a", 0)]
+    assert order_book.price_eur_per_kwh.tolist() == [0.20, 0.10, 0.25]
+
+
 def test_same_bid_id_of_another_seller_is_another_bid() -> None:
     order_book = OrderBook.from_bids([_bid("a"), _bid("a", seller_id="home_2")])
     assert len(order_book) == 2
