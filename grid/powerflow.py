@@ -186,6 +186,7 @@ def powerflow(
     *,
     tol: float = 1e-8,
     max_iter: int = 40,
+    v_start: np.ndarray | None = None,
 ) -> PowerFlowResult:
     """Solve the AC power flow for one scenario or a batch.
 
@@ -197,6 +198,11 @@ def powerflow(
         tol: Largest P or Q mismatch accepted at any node, in MVA (pandapower's
             ``tolerance_mva``, same default).
         max_iter: Fixed-point sweeps before a scenario is handed to Newton-Raphson.
+        v_start: Complex node voltages to start the sweeps from (a nearby solution's
+            ``v_node_pu``, shape ``(n_node,)`` for every scenario or one row per scenario);
+            default the no-load voltages. The solution is the same to ``tol``; a start near
+            it saves sweeps (the DSO's sizing flows perturb one bus of a solved point).
+            Newton's fallback still starts from no load.
 
     Returns:
         The result; non-converged scenarios have ``converged=False`` and NaN values.
@@ -224,7 +230,8 @@ def powerflow(
         model.base_mva,
     )
     n_scen = p.shape[0]
-    v_pq, converged, iterations = _fixed_point(solver, s_conj, abs_s2, tol_pu, max_iter)
+    start = _start_voltages(network, solver, v_start, n_scen)
+    v_pq, converged, iterations = _fixed_point(solver, s_conj, abs_s2, tol_pu, max_iter, start)
     v_node = np.empty((n_scen, model.n_node), complex)
     v_node[:, model.slack_nodes] = model.v_slack
     v_node[:, solver.pq] = v_pq.T
@@ -236,8 +243,31 @@ def powerflow(
     return _result(network, solver, v_node, converged, iterations, squeeze=np.ndim(p_mw) == 1)
 
 
+def _start_voltages(
+    network: Network, solver: _Solver, v_start: np.ndarray | None, n_scen: int
+) -> np.ndarray:
+    """PQ-node start voltages (n_pq, n_scenarios) from ``v_start`` (or no load)."""
+    if v_start is None:
+        return np.broadcast_to(solver.v_noload[:, None], (len(solver.pq), n_scen))
+    v = np.asarray(v_start)
+    n_node = network.model.n_node
+    if v.shape not in ((n_node,), (n_scen, n_node)):
+        raise ValueError(
+            f"v_start has shape {v.shape}; expected ({n_node},) or ({n_scen}, {n_node})"
+        )
+    if not np.isfinite(v).all():
+        raise ValueError("v_start must be finite (a converged solution's v_node_pu)")
+    v = np.atleast_2d(v)[:, solver.pq].T
+    return np.broadcast_to(v, (len(solver.pq), n_scen))
+
+
 def _fixed_point(
-    solver: _Solver, s_conj: np.ndarray, abs_s2: np.ndarray, tol_pu: float, max_iter: int
+    solver: _Solver,
+    s_conj: np.ndarray,
+    abs_s2: np.ndarray,
+    tol_pu: float,
+    max_iter: int,
+    start: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batched Z-bus sweeps over the scenarios that have not passed yet.
 
@@ -251,13 +281,14 @@ def _fixed_point(
         abs_s2: ``|s|**2``, same shape.
         tol_pu: Mismatch threshold (per unit).
         max_iter: Sweep cap.
+        start: PQ-node start voltages (n_pq, n_scenarios).
 
     Returns:
         PQ-node voltages (n_pq, n_scenarios), converged flags, sweeps used.
     """
     n_pq, n_scen = s_conj.shape
     v = np.empty((n_pq, n_scen), complex)
-    v[:] = solver.v_noload[:, None]
+    v[:] = start
     v_out = np.empty_like(v)
     converged = np.zeros(n_scen, bool)
     iterations = np.zeros(n_scen, np.int64)
