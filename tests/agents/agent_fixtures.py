@@ -65,3 +65,9 @@ def winter() -> Horizon:
 @pytest.fixture
 def summer() -> Horizon:
     return day_horizon("2026-07-14", t_mean_c=20.6)
+
+
+def voltage_requests(requests: list) -> list:
+    """The DSO's voltage requests (congestion requests carry their branch as ``zone``; they
+    are tested in test_congestion.py)."""
+    return [r for r in requests if r.zone is None]

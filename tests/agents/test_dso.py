@@ -14,6 +14,7 @@ import networkx as nx
 import numpy as np
 import pandapower.topology as topology
 import pytest
+from agent_fixtures import voltage_requests
 from pydantic import ValidationError
 
 from agents import DSOAgent, DSOSettings
@@ -85,7 +86,7 @@ def test_no_requests_when_every_bus_is_in_band(cigre_lv) -> None:
     p, q = noon_with_pv(cigre_lv, 0.0)
     assessment = dso.assess(p, q)
     assert not assessment.violated
-    assert dso.requests(assessment, T0, T1, 0) == []
+    assert voltage_requests(dso.requests(assessment, T0, T1, 0)) == []
 
 
 @pytest.mark.parametrize("pv_kw", [25.0, 30.0])
@@ -100,7 +101,7 @@ def test_one_request_per_zone_at_its_worst_bus(cigre_lv, line_graph, pv_kw) -> N
     vm = assessment.result.vm_pu
     zones = expected_zones(line_graph, assessment.over_bus_ids, assessment, cigre_lv)
     assert len(zones) >= 2 and max(len(z) for z in zones) >= 3, "the case must have zones"
-    requests = dso.requests(assessment, T0, T1, 3)
+    requests = voltage_requests(dso.requests(assessment, T0, T1, 3))
     assert len(requests) == len(zones)
     for zone in zones:
         members = np.array(sorted(zone))
@@ -124,7 +125,7 @@ def test_p_kw_at_the_worst_bus_brings_the_whole_zone_into_band(cigre_lv, line_gr
     p, q = noon_with_pv(cigre_lv, pv_kw)
     assessment = dso.assess(p, q)
     target = settings.v_max_pu - settings.margin_pu
-    for request in dso.requests(assessment, T0, T1, 0):
+    for request in voltage_requests(dso.requests(assessment, T0, T1, 0)):
         (zone,) = [
             z
             for z in expected_zones(line_graph, assessment.over_bus_ids, assessment, cigre_lv)
@@ -150,7 +151,7 @@ def test_the_zone_need_follows_the_column_of_the_sensitivity_matrix(cigre_lv) ->
     over = cigre_lv.bus_position(assessment.over_bus_ids)
     need = vm - settings.v_max_pu + settings.margin_pu
     graph = topology.create_nxgraph(pandapower_net("cigre_lv"), include_trafos=False)
-    for request in dso.requests(assessment, T0, T1, 0):
+    for request in voltage_requests(dso.requests(assessment, T0, T1, 0)):
         w = cigre_lv.bus_position([request.bus])[0]
         zones = expected_zones(graph, cigre_lv.bus_ids[over], assessment, cigre_lv)
         (zone,) = [z for z in zones if request.bus in z]
@@ -175,7 +176,7 @@ def test_per_bus_mode_requests_at_exactly_the_buses_out_of_band(cigre_lv) -> Non
     vm = powerflow(cigre_lv, p, q).vm_pu
     over = set(cigre_lv.bus_ids[vm > settings.v_max_pu].tolist())
     assert over, "the test case must create overvoltage"
-    requests = dso.requests(dso.assess(p, q), T0, T1, 3)
+    requests = voltage_requests(dso.requests(dso.assess(p, q), T0, T1, 3))
     assert {r.bus for r in requests} == over
     assert len(requests) == len(over)
     for r in requests:
@@ -196,7 +197,7 @@ def test_per_bus_mode_flexibility_removes_the_violation(cigre_lv) -> None:
     settings = DSOSettings(request_per="bus")
     dso = DSOAgent(cigre_lv, settings)
     p, q = noon_with_pv(cigre_lv, 60.0)
-    requests = dso.requests(dso.assess(p, q), T0, T1, 0)
+    requests = voltage_requests(dso.requests(dso.assess(p, q), T0, T1, 0))
     worst = max(requests, key=lambda r: r.dv_required_pu)
     vm = deliver(cigre_lv, p, q, worst)
     assert vm[cigre_lv.bus_position([worst.bus])[0]] <= settings.v_max_pu + 0.002
@@ -209,7 +210,9 @@ def test_zones_need_far_less_than_one_request_per_bus(cigre_lv) -> None:
     totals = {}
     for mode in ("zone", "bus"):
         dso = DSOAgent(cigre_lv, DSOSettings(request_per=mode))
-        totals[mode] = sum(r.p_kw for r in dso.requests(dso.assess(p, q), T0, T1, 0))
+        totals[mode] = sum(
+            r.p_kw for r in voltage_requests(dso.requests(dso.assess(p, q), T0, T1, 0))
+        )
     assert totals["zone"] < 0.5 * totals["bus"]
 
 
@@ -224,7 +227,7 @@ def test_undervoltage_asks_for_up_once_per_zone(cigre_lv, line_graph) -> None:
     assessment = dso.assess(p, q)
     zones = expected_zones(line_graph, assessment.under_bus_ids, assessment, cigre_lv)
     assert len(zones) >= 2 and max(len(z) for z in zones) >= 3, "the case must have zones"
-    requests = dso.requests(assessment, T0, T1, 0)
+    requests = voltage_requests(dso.requests(assessment, T0, T1, 0))
     assert all(r.direction is Direction.UP for r in requests)
     assert len(requests) == len(zones)
     vm = assessment.result.vm_pu
@@ -246,7 +249,7 @@ def test_buses_held_by_the_external_grid_get_no_request() -> None:
     p, q = noon_with_pv(network, 0.0)
     assessment = dso.assess(p, q)
     assert set(network.slack_bus_ids.tolist()) <= set(assessment.over_bus_ids.tolist())
-    requests = dso.requests(assessment, T0, T1, 0)
+    requests = voltage_requests(dso.requests(assessment, T0, T1, 0))
     assert requests
     assert not {r.bus for r in requests} & set(network.slack_bus_ids.tolist())
     assert all(r.p_kw > 0 and r.sensitivity_pu_per_kw for r in requests)

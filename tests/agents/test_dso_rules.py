@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from agent_fixtures import voltage_requests
 
 from agents import DSOAgent, DSOSettings
 from grid import build_network, powerflow
@@ -57,7 +58,7 @@ def test_sensitivity_rules_clear_every_zone(case, rule, params) -> None:
     network, p, q, book = case
     settings = DSOSettings()
     dso = DSOAgent(network, settings)
-    requests = dso.requests(dso.assess(p, q), T0, T1, 0)
+    requests = voltage_requests(dso.requests(dso.assess(p, q), T0, T1, 0))
     assert 2 <= len(requests) <= 4  # two connected zones, one split where a branch joins
     result = clear(rule, requests, book, params)
     assert result.converged
@@ -75,7 +76,7 @@ def test_merit_order_rules_buy_each_zone_once(case, rule) -> None:
     by_mode = {}
     for mode in ("zone", "bus"):
         dso = DSOAgent(network, DSOSettings(request_per=mode))
-        requests = dso.requests(dso.assess(p, q), T0, T1, 0)
+        requests = voltage_requests(dso.requests(dso.assess(p, q), T0, T1, 0))
         by_mode[mode] = (requests, clear(rule, requests, book, {}))
     requests, result = by_mode["zone"]
     bought = sum(a.p_kw for a in result.awards)
