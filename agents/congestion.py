@@ -43,7 +43,7 @@ from scipy.sparse.csgraph import connected_components
 from grid import Network, PowerFlowResult, powerflow
 from market import Direction, FlexRequest
 
-__all__ = ["congestion_requests", "side_behind"]
+__all__ = ["BranchFlow", "branch_flow", "congestion_requests", "side_behind"]
 
 _SIZING_FLOWS = 2
 """Secant steps of the congestion sizing (batched power flows per call)."""
@@ -139,6 +139,49 @@ class _Need:
     p_kw: float
 
 
+@dataclass(frozen=True)
+class BranchFlow:
+    """A branch's flow at its binding end (the end whose current sets its loading).
+
+    Attributes:
+        loading_percent: the branch's loading (pandapower's, the larger end).
+        s_mva: complex power entering the branch at that end.
+        vm_pu: voltage magnitude at that end.
+        scale: loading percent per (MVA / pu) at that end.
+        toward_behind_mw: active power flowing toward the side behind the branch.
+        percent_per_mw: the loading's change per MW more consumption behind the branch,
+            with the voltage and the reactive flow held (negative when power flows out).
+    """
+
+    loading_percent: float
+    s_mva: complex
+    vm_pu: float
+    scale: float
+    toward_behind_mw: float
+    percent_per_mw: float
+
+
+def branch_flow(network: Network, v_node: np.ndarray, b: int, end_behind: int) -> BranchFlow:
+    """The flow of branch ``b`` at node voltages ``v_node`` (see :class:`BranchFlow`)."""
+    model = network.model
+    v = np.asarray(v_node)
+    ends = (int(model.branch_from_node[b]), int(model.branch_to_node[b]))
+    flows = []
+    for end, (y, scale) in enumerate(
+        ((model.yf, model.loading_scale_from), (model.yt, model.loading_scale_to))
+    ):
+        vn = v[ends[end]]
+        s = model.base_mva * vn * np.conj(y[b].dot(v)[0])
+        flows.append((float(abs(s) / abs(vn) * scale[b]), complex(s), float(abs(vn)), scale[b]))
+    e = int(np.argmax([f[0] for f in flows]))
+    loading, s, vm, scale = flows[e]
+    # Power entering the branch at end e flows toward the side behind it unless e is that
+    # side's own end.
+    toward = s.real if e != end_behind else -s.real
+    slope = scale / vm * abs(s.real) / abs(s) if abs(s) > 0 else 0.0
+    return BranchFlow(loading, s, vm, float(scale), toward, float(np.sign(toward) * slope))
+
+
 def _branch_need(network: Network, result: PowerFlowResult, b: int, target: float) -> _Need | None:
     """The branch's need from the flow at its binding end (``None`` if it has no side
     behind it, or nothing behind it to deliver)."""
@@ -147,29 +190,18 @@ def _branch_need(network: Network, result: PowerFlowResult, b: int, target: floa
         return None
     nodes, end_behind = side
     model = network.model
-    v = np.asarray(result.v_node_pu)
-    ends = (int(model.branch_from_node[b]), int(model.branch_to_node[b]))
-    flows = []
-    for end, (y, scale) in enumerate(
-        ((model.yf, model.loading_scale_from), (model.yt, model.loading_scale_to))
-    ):
-        vn = v[ends[end]]
-        s = model.base_mva * vn * np.conj(y[b].dot(v)[0])
-        flows.append((abs(s) / abs(vn) * scale[b], s, abs(vn), scale[b]))
-    e = int(np.argmax([f[0] for f in flows]))
-    loading, s, vm, scale = flows[e]
-    # Power entering the branch at end e flows toward the side behind it unless e is that
-    # side's own end.
-    toward_behind = s.real if e != end_behind else -s.real
-    s_target = target * vm / scale
+    flow = branch_flow(network, result.v_node_pu, b, end_behind)
+    s = flow.s_mva
+    s_target = target * flow.vm_pu / flow.scale
     p_kw = 1000.0 * (abs(s.real) - np.sqrt(max(s_target**2 - s.imag**2, 0.0)))
     behind = np.flatnonzero(np.isin(model.node_of_bus, nodes))
     if behind.size == 0 or not p_kw > 0.0:
         return None
-    at = np.flatnonzero(model.node_of_bus == ends[end_behind])
+    end_node = int((model.branch_from_node, model.branch_to_node)[end_behind][b])
+    at = np.flatnonzero(model.node_of_bus == end_node)
     bus = int(network.bus_ids[at[0] if at.size else behind[0]])
-    direction = Direction.UP if toward_behind > 0 else Direction.DOWN
-    return _Need(b, float(loading), behind, bus, direction, float(p_kw))
+    direction = Direction.UP if flow.toward_behind_mw > 0 else Direction.DOWN
+    return _Need(b, flow.loading_percent, behind, bus, direction, float(p_kw))
 
 
 def _measured_kw(

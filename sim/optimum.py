@@ -9,11 +9,14 @@ reactive power so that all buses stay in the band at the least total cost of the
 the stores at the day's end (the same terminal value the agents use). Band violations that
 cannot be removed cost ``violation_penalty_eur_per_pu_h`` per pu·h and bus.
 
-Simplifications, stated: rows of the voltage constraints are kept only for (slot, bus) pairs
-within ``screen_pu`` of the band under no control (the others are far from binding); the
-stores use the continuous model of :mod:`agents.store` (the agents plan on a grid, so the
-optimum is a relaxation of what they can do: its cost is a lower bound); each day starts
-from the state the previous day's optimum ended in.
+Simplifications, stated: branch limits are not modelled (the DSO's congestion requests in the
+market are; the optimum stays a relaxation, so its cost is still a lower bound, and what the
+market pays for congestion counts in the market's resolving cost only); rows of the voltage
+constraints are kept only for (slot, bus) pairs within ``screen_pu`` of the band under no
+control (the others are far from binding); the stores use the continuous model of
+:mod:`agents.store` (the agents plan on a grid, so the optimum is a relaxation of what they
+can do: its cost is a lower bound); each day starts from the state the previous day's
+optimum ended in.
 """
 
 from __future__ import annotations
@@ -167,17 +170,29 @@ def _solve_day(setup, pop, slots, nc_flows, nc_site_p_kw, band, enforce_band, sc
     # net consumption of each site: imp - exp = base - pv + curt + sum of store powers
     store_cols = []
     state_cols = []
+    # Energy left at the day's end is valued as the agents value it from there on (the
+    # horizon that starts at the end), the valuation the reported cost uses
+    # (sim.metrics.stored_value_eur); the day's own horizon would value it at the mean
+    # price of the day's slots, which for a window shorter than a day is another price.
+    end, span = int(slots[-1]) + 1, s.time.horizon_slots
+    after = Horizon.from_timestamps(
+        setup.timestamps[end : end + span],
+        setup.t_out_c[end : end + span],
+        s.tariff,
+        first_slot=end,
+    )
     for _kind, group in pop.groups.items():
         rows = group.store_rows(horizon)
+        terminal = group.store_rows(after).terminal_eur_per_kwh
         m = len(group)
         p_min, p_max = rows.p_min_kw[:, :h], rows.p_max_kw[:, :h]
         pc = v.add((m, h), 0.0, np.clip(p_max, 0, None), rows.wear_eur_per_kwh[:, None] * dt)
         pd = v.add((m, h), 0.0, np.clip(-p_min, 0, None), rows.wear_eur_per_kwh[:, None] * dt)
         e = v.add((m, h + 1), rows.e_min_kwh[:, : h + 1], rows.e_max_kwh[:, : h + 1])
-        state_cols.append((group, e[:, h], rows.terminal_eur_per_kwh))
+        state_cols.append((group, e[:, h], terminal))
         # terminal value of the last state
         v.cost[-1] = v.cost[-1].reshape(m, h + 1).copy()
-        v.cost[-1][:, h] = -rows.terminal_eur_per_kwh
+        v.cost[-1][:, h] = -terminal
         v.cost[-1] = v.cost[-1].ravel()
         eq.add([e[:, 0:1]], [1.0], group.e_kwh)
         # e[t+1] - a e[t] - eta_in dt pc + dt/eta_out pd (+ spill) = -drain
