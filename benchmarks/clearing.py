@@ -7,7 +7,8 @@ Run: ``.venv/bin/python benchmarks/clearing.py [--repeat N]``. Prints medians of
   ``searchsorted``; no tie-break, eligibility, minimum fractions or awards): the floor
   any merit-order rule on this many rows pays.
 * locational: ``scipy.optimize.linprog(method="highs")`` on the very same LP (matrix
-  built by our rule, so the peer times the solve only).
+  built by our rule, so the peer times the solve only), and the rule itself with column
+  generation switched off (``whole LP``).
 
 Every run gets a freshly built book (book building is timed separately), so the merit
 order and bus index caches are cold, as in a simulator round with new bids.
@@ -157,18 +158,30 @@ def bench_locational(repeat: int) -> None:
     """10,000 bids on 2,000 buses (20 radial feeders x 100); 100 violated buses (5 per feeder)."""
     requests = _feeder_requests(20, 100, 5)
     books = [_book(10_000, 2_000, "down", 100 + seed) for seed in range(repeat)]
-    for solver in ("simplex", "ipm"):
+    whole = {"column_generation_above": 10**9}
+    costs = {}
+    for label, params in (
+        ("simplex", {"solver": "simplex"}),
+        ("ipm", {"solver": "ipm"}),
+        ("whole LP", {"solver": "simplex", **whole}),
+    ):
         samples = []
         for book in books:
             book._cache.clear()
             t = time.perf_counter()
-            result = clear("locational", requests, book, {"solver": solver})
+            result = clear("locational", requests, book, params)
             samples.append(time.perf_counter() - t)
         unserved = sum(result.unserved_dv_pu.values())
+        costs[label] = result.cost_eur
         print(
-            f"locational {solver:<8} 1e4 bids, 100 needs:  {_median(samples)}  "
-            f"awards={len(result.awards):,} unserved={unserved:.4f} pu"
+            f"locational {label:<8} 1e4 bids, 100 needs:  {_median(samples)}  "
+            f"awards={len(result.awards):,} unserved={unserved:.4f} pu  "
+            f"cost={result.cost_eur:.6f} EUR"
         )
+    print(
+        "  (simplex and ipm solve by column generation; 'whole LP' hands HiGHS every column: "
+        f"same cost to {abs(costs['simplex'] - costs['whole LP']):.1e} EUR)"
+    )
     matrix = build_sensitivity_matrix(sorted_requests(requests), books[0])
     n_col, n_req = matrix.column_rows.shape[0], matrix.dv_pu.shape[0]
     a = csc_matrix((matrix.value, matrix.index, matrix.start), shape=(n_req, n_col))

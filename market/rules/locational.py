@@ -50,19 +50,17 @@ off (by the MIP or the repair), its later steps' upper bounds are set to 0.
 
 from __future__ import annotations
 
-import ctypes
-import os
-import sys
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import highspy
 import numpy as np
+from pydantic import Field
 
 from market.book import OrderBook
 from market.messages import ClearingResult, FlexRequest
 from market.registry import register_rule
+from market.rules._colgen import solve_by_columns
 from market.rules._common import (
     FloatArray,
     RuleParams,
@@ -70,6 +68,7 @@ from market.rules._common import (
     parse_params,
     sorted_requests,
 )
+from market.rules._highs import new_highs, pass_lp, run
 from market.rules._sensitivity import (
     GATE_ABSENT,
     SensitivityMatrix,
@@ -91,102 +90,17 @@ class LocationalParams(RuleParams):
             above, use the LP relaxation with the deterministic repair.
         mip_rel_gap: Relative optimality gap at which the MIP stops.
         time_limit_s: Wall-clock limit per HiGHS call (a guard, not a tuning knob).
+        column_generation_above: Above this many columns, and when no column has a
+            minimum quantity or a curve gate, solve by column generation (same optimum,
+            see :mod:`market.rules._colgen`); on a noon round of 100,000 homes (about
+            57,000 columns, 90 requests) it held a few thousand columns.
     """
 
     solver: Literal["simplex", "ipm"] = "simplex"
     mip_max_indivisible: int = 50
     mip_rel_gap: float = 1e-9
     time_limit_s: float = 60.0
-
-
-_BANNER_LOCK = threading.Lock()
-_banner_done = False
-
-
-def _silent_highs() -> highspy.Highs:
-    """A HiGHS instance; the process's first one is made with stdout sent to /dev/null.
-
-    HiGHS writes its copyright banner to the C stdout once per process, when the first
-    instance is constructed, before any option (``output_flag``) can be set; a rule called
-    every market round must not write to the user's terminal (or over a progress bar).
-    The first construction therefore runs with file descriptor 1 pointed at /dev/null and
-    C's buffers flushed before it is restored; later instances print nothing.
-    """
-    global _banner_done
-    with _BANNER_LOCK:
-        if _banner_done:
-            return highspy.Highs()
-        sys.stdout.flush()
-        saved = os.dup(1)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, 1)
-            highs = highspy.Highs()
-            highs.setOptionValue("output_flag", False)
-            ctypes.CDLL(None).fflush(None)
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
-            os.close(devnull)
-        _banner_done = True
-        return highs
-
-
-def _new_highs(params: LocationalParams) -> highspy.Highs:
-    highs = _silent_highs()
-    highs.setOptionValue("output_flag", False)
-    highs.setOptionValue("solver", params.solver)
-    highs.setOptionValue("mip_rel_gap", params.mip_rel_gap)
-    highs.setOptionValue("time_limit", params.time_limit_s)
-    highs.setOptionValue("random_seed", 0)
-    highs.setOptionValue("threads", 1)
-    return highs
-
-
-def _pass_lp(
-    highs: highspy.Highs,
-    matrix: SensitivityMatrix,
-    cost: FloatArray,
-    lower: FloatArray,
-    upper: FloatArray,
-    semicontinuous: np.ndarray | None,
-) -> None:
-    """Hand the LP (columns: bid parts, then one slack per request) to HiGHS.
-
-    Each row is divided by its request's ``s_ref`` so it reads in kW at the reference bus
-    (coefficients near 1, slack cost = the buyer's cap in EUR/kWh); the row duals are then
-    EUR/kWh at the reference bus and :func:`_solve` divides them by ``s_ref`` again.
-    """
-    n_req = matrix.dv_pu.shape[0]
-    n_col = cost.shape[0] + n_req
-    lp = highspy.HighsLp()
-    lp.num_col_ = n_col
-    lp.num_row_ = n_req
-    lp.col_cost_ = np.concatenate([cost, matrix.value_eur_per_pu * matrix.s_ref])
-    lp.col_lower_ = np.concatenate([lower, np.zeros(n_req)])
-    lp.col_upper_ = np.concatenate([upper, np.full(n_req, highspy.kHighsInf)])
-    lp.row_lower_ = matrix.dv_pu / matrix.s_ref
-    lp.row_upper_ = np.full(n_req, highspy.kHighsInf)
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    slack_start = matrix.start[-1] + np.arange(1, n_req + 1)
-    lp.a_matrix_.start_ = np.concatenate([matrix.start, slack_start]).astype(np.int32)
-    lp.a_matrix_.index_ = np.concatenate([matrix.index, np.arange(n_req)]).astype(np.int32)
-    lp.a_matrix_.value_ = np.concatenate(
-        [matrix.value / matrix.s_ref[matrix.index], np.ones(n_req)]
-    )
-    if semicontinuous is not None and semicontinuous.any():
-        kinds = [highspy.HighsVarType.kContinuous] * n_col
-        for j in np.flatnonzero(semicontinuous).tolist():
-            kinds[j] = highspy.HighsVarType.kSemiContinuous
-        lp.integrality_ = kinds
-    highs.passModel(lp)
-
-
-def _run(highs: highspy.Highs) -> None:
-    highs.run()
-    status = highs.getModelStatus()
-    if status != highspy.HighsModelStatus.kOptimal:
-        raise RuntimeError(f"locational: HiGHS ended with {highs.modelStatusToString(status)}")
+    column_generation_above: int = Field(5000, ge=0)
 
 
 def _mip_decisions(
@@ -198,12 +112,12 @@ def _mip_decisions(
     minimum by more than its feasibility tolerance (seen with 1.16 on degenerate costs);
     the caller then falls back to the deterministic repair.
     """
-    highs = _new_highs(params)
+    highs = new_highs(params)
     highs.setOptionValue("solver", "choose")
     highs.setOptionValue("mip_feasibility_tolerance", 1e-9)
     lower = np.where(has_min, matrix.minimum, 0.0)
     upper = np.where(matrix.gate == GATE_ABSENT, 0.0, matrix.quantity)
-    _pass_lp(highs, matrix, cost, lower, upper, has_min)
+    pass_lp(highs, matrix, cost, lower, upper, has_min)
     _link_gated_columns(highs, matrix)
     highs.run()
     if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
@@ -242,15 +156,25 @@ def _solve(
     lower = np.zeros(n_bid)
     upper = _close_gated(matrix, matrix.quantity.copy())
     undecided = matrix.minimum > _TOLERANCE
+    if (
+        n_bid > params.column_generation_above
+        and not undecided.any()
+        and not (matrix.gate >= 0).any()
+    ):
+        values, slack, row_dual, _ = solve_by_columns(matrix, params, cost, upper)
+        x = np.clip(values, lower, upper)
+        x[x <= _TOLERANCE] = 0.0
+        duals = np.maximum(row_dual, 0.0) / matrix.s_ref
+        return x, np.maximum(slack, 0.0) * matrix.s_ref, duals
     if undecided.any() and undecided.sum() <= params.mip_max_indivisible:
         on = _mip_decisions(matrix, params, cost, undecided)
         if on is not None:
             lower = np.where(on, matrix.minimum, 0.0)
             upper = _close_gated(matrix, np.where(undecided & ~on, 0.0, upper))
             undecided = np.zeros(n_bid, dtype=bool)
-    highs = _new_highs(params)
-    _pass_lp(highs, matrix, cost, lower, upper, None)
-    _run(highs)
+    highs = new_highs(params)
+    pass_lp(highs, matrix, cost, lower, upper, None)
+    run(highs)
     while undecided.any():
         x = np.asarray(highs.getSolution().col_value)[:n_bid]
         stuck = undecided & (x > _TOLERANCE) & (x < matrix.minimum - 1e-7)
@@ -264,7 +188,7 @@ def _solve(
         undecided = undecided & ~stuck
         cols = np.flatnonzero(changed).astype(np.int32)
         highs.changeColsBounds(cols.shape[0], cols, lower[cols], upper[cols])
-        _run(highs)
+        run(highs)
     solution = highs.getSolution()
     values = np.asarray(solution.col_value)
     duals = np.maximum(np.asarray(solution.row_dual), 0.0) / matrix.s_ref

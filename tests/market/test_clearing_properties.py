@@ -170,10 +170,13 @@ def _check_settlement_against_award_costs(result: ClearingResult) -> None:
         )
         none.append(MeterReading(**base, metered_p_kw=10.0, metered_q_kvar=5.0))
     cost = result.cost_eur
+    # rel: the meter reading 10 - p gives back p only to round-off, relative to the price.
     for readings, expected in ((exact, cost), (none, -factor * cost)):
         report = settle(result.awards, readings, penalty_factor=factor)
-        assert sum(report.buyer_cost_eur.values()) == pytest.approx(expected, abs=1e-9)
-        assert sum(report.seller_revenue_eur.values()) == pytest.approx(expected, abs=1e-9)
+        assert sum(report.buyer_cost_eur.values()) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+        assert sum(report.seller_revenue_eur.values()) == pytest.approx(
+            expected, rel=1e-9, abs=1e-9
+        )
     assert settle(result.awards, exact).flagged == ()
 
 

@@ -259,7 +259,7 @@ def test_the_first_highs_instance_is_made_without_its_banner() -> None:
     assert "HiGHS" in run("import highspy; highspy.Highs()")
     quiet = run(
         "import highspy\n"
-        "from market.rules.locational import _silent_highs\n"
+        "from market.rules._highs import _silent_highs\n"
         "_silent_highs(); highspy.Highs(); _silent_highs()\n"
         "print('made')\n"
     )
