@@ -66,7 +66,7 @@ def serve(
     # would close it between polls and make each agent reconnect.
     options = {"log_level": "warning", "access_log": False, "timeout_keep_alive": keep_alive}
     if workers == 1:
-        application = create_app(db or DEFAULT_DB, config=settings)
+        application = create_app(db or DEFAULT_DB, config=settings, freeze_gc=True)
         uvicorn.run(application, host=host, port=port, **options)  # type: ignore[arg-type]
         return
     os.environ[_ENV_DB] = db or DEFAULT_DB
@@ -88,7 +88,11 @@ def app_from_env() -> FastAPI:
     """The app of one ``serve --workers N`` process (uvicorn calls this in each worker)."""
     from service.app import create_app
 
-    return create_app(os.environ[_ENV_DB], config=load_config(os.environ[_ENV_CONFIG] or None))
+    return create_app(
+        os.environ[_ENV_DB],
+        config=load_config(os.environ[_ENV_CONFIG] or None),
+        freeze_gc=True,
+    )
 
 
 @app.command("create-participant")
