@@ -3,8 +3,9 @@
 Under load a bid's cost is dominated by its commit (an fsync on SQLite, a WAL flush on
 PostgreSQL) and, on SQLite, by waiting for the single writer. :class:`BidBatcher` queues
 checked bids and a single worker stores up to ``max_batch`` of them per transaction, with
-three queries and one multi-row insert for the whole batch
-(:func:`~service.bids.store_bids`); each bid gets exactly the checks it gets alone; a
+one guarded statement for the whole batch on PostgreSQL (:func:`~service.bids_pg.store_bids_pg`)
+or three queries and one multi-row insert on SQLite (:func:`~service.bids.store_bids`);
+each bid gets exactly the checks it gets alone; a
 refused bid adds no row and gets its problem; the others commit together, and only then are
 their answers released. So every acknowledged bid is durable, and the answers are the same
 as without batching.
@@ -16,9 +17,10 @@ raced by another process, a lost connection), each of its bids is retried alone 
 :func:`~service.bids.accept_bid`.
 
 On PostgreSQL up to ``max_inflight`` batches run at once on separate connections: a batch
-costs several round trips, each of which waits its turn on a busy event loop, and a bid
-arriving just after a batch started would otherwise wait for that whole batch before its
-own. (On SQLite the writes are serialised anyway, so one batch at a time.)
+costs three round trips (``BEGIN``, the statement, ``COMMIT`` with its WAL flush), each of
+which waits its turn on a busy event loop, and a bid arriving just after a batch started
+would otherwise wait for that whole batch before its own. (On SQLite the writes are
+serialised anyway, so one batch at a time.)
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from market import Bid as MarketBid
 from service.auth import Principal
 from service.bids import Accepted, PreparedBid, prepare_bid, store_bids, store_prepared
+from service.bids_pg import store_bids_pg
 from service.clock import Clock
 from service.config import ServiceConfig
 from service.db import Database
@@ -75,6 +78,7 @@ class BidBatcher:
     ) -> None:
         self.db, self.config, self.clock, self.max_batch = db, config, clock, max_batch
         self.max_inflight = 1 if db.is_sqlite else max_inflight
+        self._store_batch = store_bids if db.is_sqlite else store_bids_pg
         self._pending: deque[_Item] = deque()
         self._inflight: set[tuple[str, str]] = set()
         self._wake = asyncio.Event()
@@ -149,10 +153,8 @@ class BidBatcher:
 
     async def _store(self, batch: list[_Item]) -> None:
         async with self.db.write() as session:
-            outcomes = await store_bids(
-                session,
-                [i.prepared for i in batch],
-                self.clock.now(),
+            outcomes = await self._store_batch(
+                session, [i.prepared for i in batch], self.clock.now()
             )
         for item, outcome in zip(batch, outcomes, strict=True):
             if item.done.done():

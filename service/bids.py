@@ -40,11 +40,13 @@ from service.rounds import OPEN
 
 __all__ = [
     "Accepted",
+    "OwnedAsset",
     "PreparedBid",
     "StoredBid",
     "accept_bid",
     "accept_request",
     "body_hash",
+    "decide_bid",
     "open_round",
     "prepare_bid",
     "store_bids",
@@ -70,7 +72,9 @@ class StoredBid:
 
 
 @dataclass(frozen=True)
-class _OwnedAsset:
+class OwnedAsset:
+    """An asset a bid names, as its checks need it (only ever one the caller owns)."""
+
     id: str
     participant_id: str
     bus: int
@@ -188,7 +192,7 @@ async def store_bids(
         if revoked_at is not None:
             revoked.add(owner)
         if asset_id is not None:
-            assets[asset_id] = _OwnedAsset(asset_id, owner, bus, p_max_kw)
+            assets[asset_id] = OwnedAsset(asset_id, owner, bus, p_max_kw)
     versions: dict[tuple[str, str], list[StoredBid]] = {}
     if pg:  # the pairs as two aligned arrays, zipped back by unnest
         zipped = select(
@@ -216,9 +220,11 @@ async def store_bids(
                 raise ProblemError(
                     401, "Unauthorized", "revoked API key", headers={"WWW-Authenticate": "Bearer"}
                 )
-            outcome = _decide(
+            stored_versions = versions.get((item.principal.id, item.bid.bid_id), [])
+            outcome = decide_bid(
                 item,
-                versions.get((item.principal.id, item.bid.bid_id), []),
+                next((r for r in stored_versions if r.version == item.bid.version), None),
+                max(stored_versions, key=lambda r: r.version, default=None),
                 assets.get(item.bid.asset_id),
                 rounds.get(item.bid.t_start),
                 now,
@@ -245,17 +251,33 @@ def _among(column: Any, values: Any, pg: bool) -> Any:
     return column == any_(_array(values)) if pg else column.in_(sorted(values))
 
 
-def _decide(
+def decide_bid(
     item: PreparedBid,
-    versions: list[StoredBid],
+    same: StoredBid | None,
+    latest: Any,
     asset: Any,
     rnd: Any,
     now: datetime,
 ) -> Accepted:
-    """Every database-backed check of one bid, given the rows it depends on (``asset`` and
-    ``rnd`` are result rows with the columns :func:`store_bids` selects)."""
+    """Every database-backed check of one bid, given the rows it depends on.
+
+    Args:
+        item: the prepared bid.
+        same: the stored version with the bid's own version number, if any.
+        latest: the stored version with the highest version number (``version`` and
+            ``round_id``), if any.
+        asset: the requested asset if the caller owns it (``id``, ``participant_id``,
+            ``bus``, ``p_max_kw``), else ``None``.
+        rnd: the round of the bid's slot (``id``, ``status``, ``gate_closure``), if any.
+        now: the time the gate check uses.
+
+    Returns:
+        The replayed answer, or ``Accepted(row, created=True)`` with the row to store.
+
+    Raises:
+        ProblemError: the refusal, naming the field.
+    """
     principal, bid, digest = item.principal, item.bid, item.digest
-    same = next((row for row in versions if row.version == bid.version), None)
     replay = replay_or_conflict(
         same,
         digest,
@@ -292,7 +314,6 @@ def _decide(
                 f"exceeds the asset's rating of {asset.p_max_kw} kW",
                 value,
             )
-    latest = max(versions, key=lambda r: r.version, default=None)
     if latest is not None and bid.version < latest.version:
         raise ProblemError.field(
             409,
