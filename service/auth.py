@@ -132,7 +132,10 @@ async def resolve_key(state: Any, key: str | None) -> Principal:
 class KeyCache:
     """Recently authenticated keys (by hash), so a busy agent costs no lookup per request.
 
-    Entries live ``ttl_s`` seconds of monotonic time. Revoking a participant through the API
+    Entries live between half of ``ttl_s`` and ``ttl_s`` seconds of monotonic time, the share
+    fixed by the key's hash: agents that connected together (all of them, after a restart)
+    would otherwise fall out of the cache in the same second, and their lookups queue up
+    behind each other and in front of the bids. Revoking a participant through the API
     clears the cache of the process that served it at once; every process also runs
     :meth:`watch`, which clears its cache within ``poll_s`` of a revocation committed by any
     other process (another worker, the admin command), so no revoked key is honoured for
@@ -158,7 +161,8 @@ class KeyCache:
         if self.ttl_s > 0:
             if len(self._entries) > 100_000:
                 self._entries.clear()
-            self._entries[digest] = (principal, time.monotonic() + self.ttl_s)
+            share = 0.5 + 0.5 * int(digest[:8], 16) / 0xFFFFFFFF
+            self._entries[digest] = (principal, time.monotonic() + self.ttl_s * share)
 
     def clear(self) -> None:
         """Forget everything (after a revocation)."""

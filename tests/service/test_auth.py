@@ -19,6 +19,7 @@ import httpx
 from svc_helpers import bid_body, make_config, request_body, slot_start
 
 from service import create_app
+from service.auth import KeyCache, Principal, Role, hash_key
 
 ALL = {"operator", "dso", "observer", "prosumer"}
 
@@ -216,3 +217,19 @@ async def test_revocation_reaches_other_workers_within_the_poll(market, db_targe
         while (await client.get("/v1/me")).status_code != 401:
             assert time.monotonic() < deadline, "revocation not seen by the other worker"
             await asyncio.sleep(0.05)
+
+
+def test_key_cache_spreads_expiry_over_the_second_half_of_its_ttl(monkeypatch) -> None:
+    """Keys cached in the same second leave the cache spread over [ttl/2, ttl], not at once."""
+    now = [1000.0]
+    monkeypatch.setattr("service.auth.time.monotonic", lambda: now[0])
+    cache = KeyCache(60.0)
+    digests = [hash_key(f"gbk_{i}") for i in range(200)]
+    for digest in digests:
+        cache.put(digest, Principal(digest[:8], Role.PROSUMER))
+    now[0] = 1000.0 + 29.9
+    assert all(cache.get(d) is not None for d in digests)
+    now[0] = 1000.0 + 45.0
+    assert 50 < sum(cache.get(d) is not None for d in digests) < 150
+    now[0] = 1000.0 + 60.1
+    assert all(cache.get(d) is None for d in digests)
