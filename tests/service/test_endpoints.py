@@ -176,6 +176,26 @@ async def test_full_round_clear_meter_settle(market) -> None:
     assert "alice" not in str(agg) and "bob" not in str(agg)
 
 
+async def test_clearing_keeps_the_latest_version_across_chunks(market, monkeypatch) -> None:
+    """The round's bids are read in chunks (here one bid each): the clearing still sees each
+    bid's latest version only. Merit order as in the hand-worked case above: alice's version
+    2 (1 kW at 0.1), then 4 of bob's 6 kW at 0.3, for the DSO's 5 kW."""
+    monkeypatch.setattr("service.rounds._CHUNK", 1)
+    dso, alice, bob = (market.parties[n].client for n in ("dso", "alice", "bob"))
+    assert (await dso.post("/v1/flex-requests", json=request_body())).status_code == 201
+    for body in (bid_body(), bid_body(version=2, p_kw=1.0, price_eur_per_kwh=0.1)):
+        r = await alice.post("/v1/bids", json=body)
+        assert r.status_code == 201, r.text
+    r = await bob.post("/v1/bids", json=bid_body("bob", p_kw=6.0, price_eur_per_kwh=0.3))
+    assert r.status_code == 201, r.text
+    market.clock.advance(timedelta(minutes=8))  # 10:10, gate closure of the 10:15 round
+    assert (await market.tick()).cleared == [1]
+    mine = (await alice.get("/v1/awards")).json()
+    assert [(a["award"]["p_kw"], a["award"]["price_eur_per_kwh"]) for a in mine] == [(1.0, 0.1)]
+    bobs = (await bob.get("/v1/awards")).json()
+    assert [(a["award"]["p_kw"], a["award"]["price_eur_per_kwh"]) for a in bobs] == [(4.0, 0.3)]
+
+
 async def test_settlement_uses_the_baseline_declared_before_the_gate(market) -> None:
     """Alice declares 2 kW, then 1 kW (replacing it) before the gate; after the gate she
     tries 5 kW (refused, 409). She is awarded 3 kW up (pay-as-bid, as above) and meters
