@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import importlib.util
 import json
 import os
 import socket
@@ -51,10 +53,10 @@ from typing import Any
 
 import numpy as np
 import yaml
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from service.db import Database
-from service.models import Bid
+from service.models import Bid, Clearing
 from service.participants import create_participant
 
 SLOT = timedelta(minutes=15)
@@ -71,6 +73,12 @@ class Stats:
 
     latencies_s: list[float] = field(default_factory=list)
     send_lag_s: list[float] = field(default_factory=list)
+    """Per bid sent on time: how late the generator sent it after it fell due."""
+    behind: int = 0
+    """Bids that fell due while the agent's previous bid was still unanswered (sent late
+    because of the server, not the generator; their latency still counts from when due)."""
+    loop_lag_s: list[float] = field(default_factory=list)
+    """The generator's event loop: how late a 10 ms timer fired, sampled during the load."""
     errors: dict[str, int] = field(default_factory=dict)
     acked: list[tuple[str, str]] = field(default_factory=list)
 
@@ -188,7 +196,10 @@ async def _agent(
                     await asyncio.sleep(wait)
                 if time.monotonic() >= until:
                     break
-                stats.send_lag_s.append(time.perf_counter() - due)
+                if wait > 0:
+                    stats.send_lag_s.append(time.perf_counter() - due)
+                else:
+                    stats.behind += 1
             else:
                 due = time.perf_counter()
             n += 1
@@ -258,6 +269,14 @@ async def _peer(port: int, n_agents: int, seconds: float) -> tuple[float, float,
     elapsed = time.monotonic() - start
     lat = np.array(latencies)
     return len(lat) / elapsed, float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+
+
+async def _watch_loop(stats: Stats, until: float, period_s: float = 0.01) -> None:
+    """Sample the generator's own event-loop lag (a timer's lateness) until ``until``."""
+    while time.monotonic() < until:
+        t0 = time.perf_counter()
+        await asyncio.sleep(period_s)
+        stats.loop_lag_s.append(time.perf_counter() - t0 - period_s)
 
 
 def _cpu_s(pid: int) -> float:
@@ -352,17 +371,25 @@ async def run_backend(
                 return await _connected(port, key)
 
         conns = await asyncio.gather(*(connect(key) for key in keys.values()))
+        # The generator's own full collections would walk every object imported and made so
+        # far (and the growing list of acknowledged ids) in the middle of the load.
+        gc.collect()
+        gc.freeze()
         cpu0 = (_tree_cpu_s(proc.pid), _own_cpu_s(), _postgres_cpu_s())
+        load_before = os.getloadavg()[0]
         start = time.monotonic()
+        started_at = datetime.now(UTC)
         until = start + args.seconds
         await asyncio.gather(
+            _watch_loop(stats, until),
             *(
                 _agent(conn, pid, until, stats, gate_lead, interval, rng.random())
                 for conn, pid in zip(conns, keys, strict=True)
-            )
+            ),
         )
         elapsed = time.monotonic() - start
         cpu1 = (_tree_cpu_s(proc.pid), _own_cpu_s(), _postgres_cpu_s())
+        load_after = os.getloadavg()[0]
         peer = await _peer(port, args.agents, args.peer_seconds)
     finally:
         proc.terminate()
@@ -370,6 +397,15 @@ async def run_backend(
         log.close()
     async with db.read() as session:
         stored = set((await session.execute(select(Bid.participant_id, Bid.bid_id))).all())
+        # A gate that closes during the load makes a server clear that round (every bid
+        # sent to it so far) while it takes the next round's bids: say when that happened.
+        clearings = (
+            await session.execute(
+                select(func.count(), func.coalesce(func.sum(Clearing.n_bids), 0)).where(
+                    Clearing.cleared_at >= started_at
+                )
+            )
+        ).one()
     lost = sum(1 for a in stats.acked if a not in stored)
     if schema is not None:
         await db.drop_schema()
@@ -393,6 +429,12 @@ async def run_backend(
         "send_lag_p99_ms": (
             float(np.percentile(stats.send_lag_s, 99)) * 1e3 if stats.send_lag_s else None
         ),
+        "behind": stats.behind,
+        "clearings": (int(clearings[0]), int(clearings[1])),
+        "load_before": load_before,
+        "load_after": load_after,
+        "loop_lag_p99_ms": float(np.percentile(stats.loop_lag_s, 99)) * 1e3,
+        "loop_lag_max_ms": float(np.max(stats.loop_lag_s)) * 1e3,
         "peer_health_req_per_s": peer[0],
         "peer_p50_ms": peer[1] * 1e3,
         "peer_p99_ms": peer[2] * 1e3,
@@ -414,8 +456,15 @@ def _print(row: dict[str, Any]) -> None:
     if row["send_lag_p99_ms"] is not None:
         print(
             f"{'':>12}generator: p99 {row['send_lag_p99_ms']:.1f} ms between a bid falling due "
-            "and its send (included in the latencies above)"
+            f"and its send (included in the latencies above); {row['behind']} bids fell due "
+            "before their agent's previous answer came; event-loop lag p99 "
+            f"{row['loop_lag_p99_ms']:.1f} ms, max {row['loop_lag_max_ms']:.1f} ms"
         )
+    print(
+        f"{'':>12}load average (1 min) {row['load_before']:.2f} before, "
+        f"{row['load_after']:.2f} after; rounds cleared meanwhile: {row['clearings'][0]} "
+        f"({row['clearings'][1]} bids)"
+    )
     if row["error_kinds"]:
         print(f"{'':>12}error kinds: {row['error_kinds']}")
 
@@ -430,8 +479,7 @@ def _print_median(rows: list[dict[str, Any]]) -> None:
     )
 
 
-async def main() -> None:
-    """Parse options, run each backend, print one line per backend."""
+def _options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=300.0, help="load per run")
     parser.add_argument("--agents", type=int, default=1000)
@@ -443,12 +491,23 @@ async def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--pg-url", default=os.environ.get("GRIDBID_TEST_POSTGRES_URL", DEFAULT_PG))
     parser.add_argument("--peer-seconds", type=float, default=10.0)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--generator-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        help="the load generator's event loop (default uvloop, which uvicorn[standard] installs)",
+    )
+    return parser.parse_args()
+
+
+async def main(args: argparse.Namespace) -> None:
+    """Run each backend, print one line per run (and the medians of repeated runs)."""
     load = f"{args.rate:.0f} bids/s offered" if args.rate else "back-to-back (closed loop)"
     print(
         f"service_load: {args.agents} concurrent agents on loopback, {load}, "
         f"{args.seconds:.0f} s per run, {args.runs} run(s) per backend, "
-        f"{args.workers} server worker(s), {os.cpu_count()} CPUs (shared with the generator "
+        f"{args.workers} server worker(s), generator on {args.generator_loop}, "
+        f"{os.cpu_count()} CPUs (shared with the generator "
         "and the database); targets (PostgreSQL): >= 2000 bids/s, p99 <= 50 ms, 0 errors, 0 lost"
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -471,4 +530,10 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    options = _options()
+    if options.generator_loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main(options))
+    else:
+        asyncio.run(main(options))
