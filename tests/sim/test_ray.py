@@ -29,6 +29,7 @@ from sim.ray_backend import (  # noqa: E402
     ShardFailedError,
     run_sharded,
     shard_bounds,
+    shard_rows,
 )
 from sim.run import run_scenario  # noqa: E402
 from sim.scenario import Scenario, load_scenario  # noqa: E402
@@ -91,6 +92,23 @@ def test_shard_bounds_cut_where_the_bus_changes() -> None:
     assert shard_bounds(bus, weight, 2) == [(0, 40), (40, 100)]
     assert shard_bounds(bus, np.ones(100), 4) == [(0, 25), (25, 50), (50, 75), (75, 100)]
     assert shard_bounds(bus[:10], np.ones(10), 20) == [(i, i + 1) for i in range(10)]
+
+
+def test_shard_rows_keep_each_bus_on_one_shard_and_mix_the_populations() -> None:
+    """Rows come population by population (here 60 cheap homes, then 20 costly EV homes),
+    each spread over the same 10 buses: a cut in bus order gives each shard both kinds and
+    about half the weight, a bus never split, every row once."""
+    import numpy as np
+
+    bus = np.r_[np.tile(np.arange(10), 6), np.tile(np.arange(10), 2)]
+    weight = np.r_[np.full(60, 0.2), np.full(20, 10.2)]
+    rows = shard_rows(bus, weight, 2)
+    assert sorted(np.concatenate(rows).tolist()) == list(range(80))
+    assert all((np.diff(r) > 0).all() for r in rows)
+    assert not set(bus[rows[0]].tolist()) & set(bus[rows[1]].tolist())
+    for r in rows:
+        assert (r < 60).any() and (r >= 60).any()
+        assert abs(weight[r].sum() - weight.sum() / 2) <= 2 * 10.4
 
 
 @pytest.mark.parametrize("shards", [1, 2])
