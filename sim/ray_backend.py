@@ -153,24 +153,34 @@ def shard_bounds(bus: np.ndarray, weight: np.ndarray, shards: int) -> list[tuple
 
 @ray.remote
 class _Shard:
-    """A block of sites: plans, bids and delivers for all of them in one call each."""
+    """A block of sites: plans, bids and delivers for all of them in one call each.
 
-    def __init__(
-        self,
-        population: FlexPopulation,
-        base_kw: np.ndarray,
-        pv_kw_per_kwp: np.ndarray,
-        threads: int,
-    ) -> None:
+    The sites and their profiles arrive by :meth:`load`, not through the constructor: Ray
+    re-runs the constructor of a restarted actor with its original arguments and warns on
+    the terminal about constructor arguments held in the object store; the driver loads a
+    restarted shard itself (:meth:`ShardedPopulation._recover`). Until loaded, every call
+    answers ``None`` with the actor's incarnation, so the driver sees the restart.
+    """
+
+    def __init__(self, threads: int) -> None:
         import numba
 
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-        self.population = population
-        self.base_kw = base_kw
-        self.pv_kw_per_kwp = pv_kw_per_kwp
+        self.population: FlexPopulation | None = None
+        self.base_kw = self.pv_kw_per_kwp = np.zeros((0, 0))
         self.baseline = None
         self.bid_table: BidTable | None = None
         self.incarnation = uuid.uuid4().hex
+
+    def load(
+        self, population: FlexPopulation, base_kw: np.ndarray, pv_kw_per_kwp: np.ndarray
+    ) -> tuple[str, bool]:
+        """Take the shard's sites (with their state) and their rows of the profiles."""
+        self.population = population
+        self.base_kw = base_kw
+        self.pv_kw_per_kwp = pv_kw_per_kwp
+        self.baseline = self.bid_table = None
+        return self.incarnation, True
 
     def peak_rss_mb(self) -> float:
         """Peak resident memory of the actor's process (MB)."""
@@ -178,8 +188,12 @@ class _Shard:
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
-    def restore(self, e_kwh: dict[str, np.ndarray], markup: np.ndarray | None) -> tuple[str, None]:
+    def restore(
+        self, e_kwh: dict[str, np.ndarray], markup: np.ndarray | None
+    ) -> tuple[str, bool | None]:
         """Set the assets' state (and, unless ``None``, the margins) to a checkpoint."""
+        if self.population is None:
+            return self.incarnation, None
         for kind, values in e_kwh.items():
             self.population.groups[kind].e_kwh = values.copy()
         if markup is not None:
@@ -189,6 +203,8 @@ class _Shard:
 
     def plan(self, horizon: Horizon) -> tuple[str, tuple[np.ndarray, np.ndarray]]:
         """Plan the horizon; return the announced baseline and the forecast base load."""
+        if self.population is None:
+            return self.incarnation, None
         k, h = horizon.first_slot, horizon.length
         self.baseline = self.population.plan(
             horizon, self.base_kw[:, k : k + h], self.pv_kw_per_kwp[:, k : k + h]
@@ -289,11 +305,10 @@ class ShardedPopulation:
             )
             for rows in self.rows
         ]
-        self.actors = [
-            _Shard.options(**options).remote(*inputs, threads) for inputs in self._inputs
-        ]
+        self.actors = [_Shard.options(**options).remote(threads) for _ in self._inputs]
         self._log: list[tuple[str, list[tuple]]] = []
         self._incarnation: list[str | None] = [None] * len(self.actors)
+        self._call("load", list(self._inputs))
         self._round = -1
         self._merge: tuple[np.ndarray, list[int]] | None = None
         self._anchor: tuple[ray.ObjectRef, dict[str, np.ndarray]] | None = None
@@ -492,6 +507,7 @@ class ShardedPopulation:
             actor = self.actors[i]
             e_kwh = self._shard_state(i, {kind: g.e_kwh for kind, g in self.groups.items()})
             try:
+                ray.get(actor.load.remote(*self._inputs[i]))
                 if self._anchor is not None and self._round % self.local.replan_every:
                     # A round that re-decides against the last full plan's cost to go:
                     # rebuild it exactly, from the state that plan started from.
