@@ -27,8 +27,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from market import Bid as MarketBid
+from market import ClearingResult
 from market import FlexRequest as MarketFlexRequest
 from service import failpoints
+from service.clearing_process import clear_in_child
 from service.config import ServiceConfig
 from service.db import Database
 from service.market_ops import run_clearing
@@ -93,31 +95,49 @@ async def due_for_clearing(db: Database, now: datetime) -> list[int]:
 
 
 _CHUNK = 2000
-"""Bids read and parsed per step of :func:`_latest_bids` (a few ms of work each)."""
+"""Bids read (and parsed, in-process) per step of :func:`_clear` (a few ms of work each)."""
+CHILD_MIN_BIDS = 20_000
+"""Rounds with at least this many stored bid versions are cleared in a child process."""
 
 
-async def _latest_bids(session: AsyncSession, round_id: int) -> list[MarketBid]:
-    """The latest version of every bid of a round (in no order: :func:`run_clearing` sorts
-    them in its worker thread).
-
-    Read as JSON text in chunks, each parsed before the next is fetched: a round can hold
-    10^5 bids (the load benchmark's hold more), and reading them as ORM rows in one go
-    stopped this process's event loop, and so every bid it was taking, for seconds.
-    """
-    best: dict[tuple[str, str], MarketBid] = {}
+async def _bid_texts(session: AsyncSession, round_id: int) -> list[str]:
+    """Every stored bid version of a round as its JSON text, read in chunks with the event
+    loop free between them: a round can hold 10^5 bids (the load benchmark's hold more), and
+    reading them as ORM rows in one go stopped this process, and every bid it was taking,
+    for seconds."""
+    texts: list[str] = []
     result = await session.stream(
         select(cast(Bid.body, Text))
         .where(Bid.round_id == round_id)
         .execution_options(yield_per=_CHUNK)
     )
     async for chunk in result.scalars().partitions():
-        for text in chunk:
+        texts.extend(chunk)
+        await asyncio.sleep(0)  # let the requests waiting meanwhile run
+    return texts
+
+
+async def _clear(
+    rule: str, requests: list[MarketFlexRequest], texts: list[str], params: dict[str, Any]
+) -> tuple[int, ClearingResult]:
+    """Clear the latest version of every bid; returns (bids cleared, result).
+
+    A small round is parsed here, in chunks, and cleared in a worker thread; a large one is
+    handed to a child process as read (:mod:`service.clearing_process`): parsing and
+    clearing it in this process would take the GIL from the event loop for seconds.
+    """
+    if len(texts) >= CHILD_MIN_BIDS:
+        return await clear_in_child(rule, requests, texts, params)
+    best: dict[tuple[str, str], MarketBid] = {}
+    for start in range(0, len(texts), _CHUNK):
+        for text in texts[start : start + _CHUNK]:
             bid = MarketBid.model_validate_json(text)
             key = (bid.seller_id, bid.bid_id)
             if key not in best or bid.version > best[key].version:
                 best[key] = bid
-        await asyncio.sleep(0)  # let the requests waiting meanwhile run
-    return list(best.values())
+        await asyncio.sleep(0)
+    bids = list(best.values())  # run_clearing orders them
+    return len(bids), await asyncio.to_thread(run_clearing, rule, requests, bids, params)
 
 
 async def clear_round(
@@ -160,9 +180,9 @@ async def clear_round(
                 )
             ).all()
             requests = [MarketFlexRequest.model_validate(r.body) for r in request_rows]
-            bids = await _latest_bids(session, round_id)
+            texts = await _bid_texts(session, round_id)
             try:
-                result = await asyncio.to_thread(run_clearing, rule, requests, bids, rule_params)
+                n_bids, result = await _clear(rule, requests, texts, rule_params)
             except Exception as exc:  # a failing rule must not stop the scheduler
                 log.exception("clearing round %s with rule %s failed", round_id, rule)
                 rnd.status = FAILED
@@ -183,7 +203,7 @@ async def clear_round(
                     round_id=round_id,
                     rule=rule,
                     result=result.model_dump(mode="json"),
-                    n_bids=len(bids),
+                    n_bids=n_bids,
                     n_requests=len(requests),
                     cleared_at=now,
                 )
@@ -203,17 +223,17 @@ async def clear_round(
                 )
             rnd.status = CLEARED
             await session.flush()
-            if bids:  # crash tests aim at a round that has something to lose
+            if n_bids:  # crash tests aim at a round that has something to lose
                 failpoints.hit("before_clearing_commit")
     except IntegrityError:
         log.info("round %s was cleared by someone else", round_id)
         return False
-    if bids:
+    if n_bids:
         failpoints.hit("after_clearing_commit")
     log.info(
         "cleared round %s: %d bids, %d requests, %d awards",
         round_id,
-        len(bids),
+        n_bids,
         len(requests),
         len(result.awards),
     )

@@ -176,11 +176,15 @@ async def test_full_round_clear_meter_settle(market) -> None:
     assert "alice" not in str(agg) and "bob" not in str(agg)
 
 
-async def test_clearing_keeps_the_latest_version_across_chunks(market, monkeypatch) -> None:
-    """The round's bids are read in chunks (here one bid each): the clearing still sees each
-    bid's latest version only. Merit order as in the hand-worked case above: alice's version
-    2 (1 kW at 0.1), then 4 of bob's 6 kW at 0.3, for the DSO's 5 kW."""
+@pytest.mark.parametrize("where", ["in-process", "child process"])
+async def test_clearing_keeps_the_latest_version_across_chunks(market, monkeypatch, where) -> None:
+    """The round's bids are read in chunks (here one bid each), and cleared in this process
+    or (a large round; here any) in a child: either way the clearing sees each bid's latest
+    version only. Merit order as in the hand-worked case above: alice's version 2 (1 kW at
+    0.1), then 4 of bob's 6 kW at 0.3, for the DSO's 5 kW."""
     monkeypatch.setattr("service.rounds._CHUNK", 1)
+    if where == "child process":
+        monkeypatch.setattr("service.rounds.CHILD_MIN_BIDS", 1)
     dso, alice, bob = (market.parties[n].client for n in ("dso", "alice", "bob"))
     assert (await dso.post("/v1/flex-requests", json=request_body())).status_code == 201
     for body in (bid_body(), bid_body(version=2, p_kw=1.0, price_eur_per_kwh=0.1)):
