@@ -171,7 +171,9 @@ class KeyCache:
     async def watch(self, db: Any, poll_s: float) -> None:
         """Clear the cache whenever the set of revoked participants changes (runs forever).
 
-        One small query per ``poll_s``, whatever the request rate.
+        One small query per ``poll_s``, whatever the request rate. The first poll clears it
+        as well: a key cached before it may belong to a participant revoked before it, which
+        the later polls would not see as a change.
         """
         seen: tuple[int, Any] | None = None
         while True:
@@ -185,7 +187,7 @@ class KeyCache:
                         )
                     ).one()
                 current = (int(row[0]), row[1])
-                if seen is not None and current != seen:
+                if current != seen:  # on the first poll too (seen is None)
                     self.clear()
                 seen = current
             except Exception:  # a database hiccup must not end the watch
