@@ -20,6 +20,8 @@ column); ``locational`` decides that.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from market.rules._common import FloatArray
@@ -129,20 +131,11 @@ def _restrict(matrix: SensitivityMatrix, cols: np.ndarray) -> SensitivityMatrix:
     """The matrix with only the ascending ``cols`` (same rows)."""
     lengths = matrix.start[cols + 1] - matrix.start[cols]
     entries = _entries(matrix, cols)
-    return SensitivityMatrix(
-        request_index=matrix.request_index,
-        dv_pu=matrix.dv_pu,
-        value_eur_per_pu=matrix.value_eur_per_pu,
-        s_ref=matrix.s_ref,
-        kw_maps=matrix.kw_maps,
-        column_rows=matrix.column_rows[cols],
-        is_p=matrix.is_p[cols],
-        ask=matrix.ask[cols],
-        quantity=matrix.quantity[cols],
-        minimum=matrix.minimum[cols],
-        tie_break=matrix.tie_break[cols],
+    per_column = ("column_rows", "is_p", "ask", "quantity", "minimum", "tie_break", "gate")
+    return dataclasses.replace(
+        matrix,
+        **{name: getattr(matrix, name)[cols] for name in per_column},
         start=np.r_[0, np.cumsum(lengths)].astype(matrix.start.dtype),
         index=matrix.index[entries],
         value=matrix.value[entries],
-        gate=matrix.gate[cols],
     )
