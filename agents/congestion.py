@@ -34,6 +34,7 @@ Each overloaded branch with a side behind it gets ONE request:
 * the maximum price: the DSO's alternative, as for voltage.
 """
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,10 +50,24 @@ _SIZING_FLOWS = 2
 """Secant steps of the congestion sizing (batched power flows per call)."""
 
 
+_SIDES: weakref.WeakKeyDictionary[Network, dict[int, tuple[np.ndarray, int] | None]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per network, the side behind each branch asked for (the topology never changes, and the
+DSO asks again every round the branch is overloaded)."""
+
+
 def side_behind(network: Network, branch: int) -> tuple[np.ndarray, int] | None:
     """The nodes behind ``branch`` (cut off from every slack without it) and the end they
     touch (0 = from, 1 = to); ``None`` if the branch lies in a loop or both ends have a
-    slack behind them."""
+    slack behind them. Computed once per network and branch."""
+    known = _SIDES.setdefault(network, {})
+    if branch not in known:
+        known[branch] = _side_behind(network, branch)
+    return known[branch]
+
+
+def _side_behind(network: Network, branch: int) -> tuple[np.ndarray, int] | None:
     model = network.model
     keep = np.arange(network.n_branch) != branch
     f, t = model.branch_from_node[keep], model.branch_to_node[keep]

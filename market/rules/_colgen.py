@@ -38,11 +38,16 @@ _REDUCED_COST_TOLERANCE = 1e-9
 _MAX_ROUNDS = 100
 
 
-def _first_columns(matrix: SensitivityMatrix, cost: FloatArray, upper: FloatArray) -> np.ndarray:
-    """The first working set (see the module docstring), as a column mask."""
+def _first_columns(
+    matrix: SensitivityMatrix,
+    cost: FloatArray,
+    upper: FloatArray,
+    col_of: np.ndarray,
+    coef: FloatArray,
+) -> np.ndarray:
+    """The first working set (see the module docstring), as a column mask; ``col_of`` and
+    ``coef`` are each entry's column and scaled coefficient."""
     n_col = cost.shape[0]
-    col_of = np.repeat(np.arange(n_col), np.diff(matrix.start))
-    coef = matrix.value / matrix.s_ref[matrix.index]
     need = matrix.dv_pu / matrix.s_ref
     useful = (coef > 0.0) & (upper[col_of] > 0.0)
     entries = np.flatnonzero(useful)
@@ -69,14 +74,13 @@ def _entries(matrix: SensitivityMatrix, cols: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.repeat(mask, np.diff(matrix.start)))
 
 
-def _column_slices(matrix: SensitivityMatrix, cols: np.ndarray):
-    """CSC slices (starts, indices, scaled values, count) of ascending ``cols``."""
+def _column_slices(matrix: SensitivityMatrix, cols: np.ndarray, coef: FloatArray):
+    """CSC slices (starts, indices, scaled values ``coef``, count) of ascending ``cols``."""
     lengths = (matrix.start[cols + 1] - matrix.start[cols]).astype(np.int64)
     starts = np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int32)
     entries = _entries(matrix, cols)
     index = matrix.index[entries].astype(np.int32)
-    value = matrix.value[entries] / matrix.s_ref[matrix.index[entries]]
-    return starts, index, value, int(entries.shape[0])
+    return starts, index, coef[entries], int(entries.shape[0])
 
 
 def solve_by_columns(
@@ -92,7 +96,7 @@ def solve_by_columns(
     n_req = matrix.dv_pu.shape[0]
     col_of = np.repeat(np.arange(n_col), np.diff(matrix.start))
     coef = matrix.value / matrix.s_ref[matrix.index]
-    in_lp = _first_columns(matrix, cost, upper)
+    in_lp = _first_columns(matrix, cost, upper, col_of, coef)
     first = np.flatnonzero(in_lp)
     sub = _restrict(matrix, first)
     highs = new_highs(params)
@@ -108,7 +112,7 @@ def solve_by_columns(
         )
         if add.size == 0:
             break
-        starts, index, value, nnz = _column_slices(matrix, add)
+        starts, index, value, nnz = _column_slices(matrix, add, coef)
         highs.addCols(
             add.size, cost[add], np.zeros(add.size), upper[add], nnz, starts, index, value
         )
